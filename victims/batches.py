@@ -1,0 +1,102 @@
+"""Batches of a split on the training device, without a DataLoader.
+
+The prepared datasets are uint8 memory maps, so a batch needs no decoding: it is an index
+gather. A split whose images and targets fit in ``budget_bytes`` is copied to the device once
+(uint8 images, targets in their stored dtypes) and every batch is a gather on the device;
+a larger split stays memory-mapped and each batch is gathered on the host, pinned when the
+device is a GPU, and copied asynchronously. Images stay uint8 until the augmentation has
+cropped them (:mod:`victims.augment`), which moves 4x fewer bytes than float32 would.
+
+Batch order comes from a caller-owned ``torch.Generator``; the final partial batch is kept
+(as a DataLoader does) unless it holds a single sample, which batch norm cannot train on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+__all__ = ["BatchSource", "SplitArrays", "batches_per_epoch", "epoch_batches", "sequential_batches"]
+
+
+@dataclass(frozen=True)
+class SplitArrays:
+    """Images (N, C, H, W) uint8 and per-task targets (N, ...) of one split, e.g. memory maps."""
+
+    images: np.ndarray
+    targets: Mapping[str, np.ndarray]
+
+    def __post_init__(self) -> None:
+        if self.images.dtype != np.uint8 or self.images.ndim != 4:
+            raise ValueError(
+                f"images must be uint8 (N, C, H, W), got {self.images.dtype} {self.images.shape}"
+            )
+        sizes = {name: len(array) for name, array in self.targets.items()}
+        wrong = {name: size for name, size in sizes.items() if size != len(self.images)}
+        if wrong:
+            raise ValueError(f"{len(self.images)} images but targets of other lengths: {wrong}")
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    @property
+    def nbytes(self) -> int:
+        return int(self.images.nbytes + sum(array.nbytes for array in self.targets.values()))
+
+
+class BatchSource:
+    """Serves batches of one split on ``device``, resident there when it fits the budget."""
+
+    def __init__(self, split: SplitArrays, device: torch.device, budget_bytes: int) -> None:
+        self.split = split
+        self.device = device
+        self.resident = split.nbytes <= budget_bytes
+        self._pin = device.type == "cuda"
+        if self.resident:
+            # np.array copies the read-only memory map into writable memory torch can own.
+            self._images = torch.from_numpy(np.array(split.images)).to(device)
+            self._targets = {name: torch.from_numpy(np.array(array)).to(device) for name, array in split.targets.items()}
+
+    def __len__(self) -> int:
+        return len(self.split)
+
+    def batch(self, indices: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Images and targets of the samples ``indices`` (a CPU int64 tensor), on the device."""
+        if self.resident:
+            on_device = indices.to(self.device)
+            return self._images[on_device], {name: array[on_device] for name, array in self._targets.items()}
+        rows = indices.numpy()
+        return self._transfer(self.split.images[rows]), {
+            name: self._transfer(array[rows]) for name, array in self.split.targets.items()
+        }
+
+    def _transfer(self, array: np.ndarray) -> torch.Tensor:
+        tensor = torch.from_numpy(np.ascontiguousarray(array))
+        if self._pin:
+            return tensor.pin_memory().to(self.device, non_blocking=True)
+        return tensor.to(self.device)
+
+
+def epoch_batches(size: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:
+    """A fresh random permutation of ``range(size)`` cut into batches (see the module docstring)."""
+    order = torch.randperm(size, generator=generator)
+    for start in range(0, size, batch_size):
+        indices = order[start : start + batch_size]
+        if len(indices) == 1 and size > 1:
+            return
+        yield indices
+
+
+def batches_per_epoch(size: int, batch_size: int) -> int:
+    """How many batches :func:`epoch_batches` yields."""
+    full, remainder = divmod(size, batch_size)
+    return full + (1 if remainder > 1 or (remainder == 1 and size == 1) else 0)
+
+
+def sequential_batches(size: int, batch_size: int) -> Iterator[torch.Tensor]:
+    """``range(size)`` in order, in batches (evaluation)."""
+    for start in range(0, size, batch_size):
+        yield torch.arange(start, min(start + batch_size, size))

@@ -1,0 +1,140 @@
+"""The ``mtlue victim`` subcommand: train one victim, write its ``metrics.json``.
+
+::
+
+    mtlue victim --data resources/data/shapes --backbone resnet18 --weighting ew --seed 0 \\
+        --epochs 60 --batch-size 128 [--mode mtl|stl] [--checkpoint-dir DIR] \\
+        --out results/shapes/victims/clean/resnet18/ew/none/0/metrics.json
+
+Every ``TrainConfig`` and ``VictimConfig`` field has a flag; unset flags keep the paper's
+recipe. The output is written atomically and only after training and evaluation succeed, so a
+failed or interrupted run never leaves a ``metrics.json`` behind; with ``--checkpoint-dir`` a
+rerun resumes from the last finished epoch. The layout of the file is documented in
+:mod:`victims.run`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from .config import DECODERS, MODES, STEMS, TrainConfig, VictimConfig
+
+__all__ = ["add_commands"]
+
+
+def _option(text: str) -> tuple[str, Any]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def _amp(text: str) -> bool | None:
+    choices = {"auto": None, "on": True, "off": False}
+    if text not in choices:
+        raise argparse.ArgumentTypeError(f"--amp takes auto, on or off, got {text!r}")
+    return choices[text]
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``victim`` subcommand to the ``mtlue`` command line."""
+    defaults, victim_defaults = TrainConfig(), VictimConfig()
+    parser = subparsers.add_parser(
+        "victim",
+        help="train one victim on a prepared dataset and write its test metrics",
+        description="Train one victim on a prepared dataset's train split, score it on the test split and "
+        "write metrics.json (layout: victims.run). Unset flags keep MTL-UE's recipe.",
+    )
+    data = parser.add_argument_group("data and output")
+    data.add_argument("--data", required=True, help="prepared dataset folder, e.g. resources/data/shapes")
+    data.add_argument("--out", required=True, help="metrics.json to write")
+    data.add_argument("--checkpoint-dir", help="checkpoint every epoch here and resume from it (default: no checkpoints)")
+
+    victim = parser.add_argument_group("victim")
+    victim.add_argument("--backbone", default=victim_defaults.backbone, help="`mtlue list backbones`, or any timm model name")
+    victim.add_argument("--weighting", default=victim_defaults.weighting, help="task-weighting strategy (`mtlue list weightings`)")
+    victim.add_argument(
+        "--weighting-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+        help="a hyperparameter of the weighting strategy (repeatable)",
+    )
+    victim.add_argument("--mode", choices=MODES, default=victim_defaults.mode, help="mtl: one multi-task network; stl: one network per task")
+    victim.add_argument("--decoder", choices=DECODERS, default=victim_defaults.decoder, help="decoder of each dense task")
+    victim.add_argument("--stem", choices=STEMS, default=victim_defaults.stem, help="stem of classification encoders (see victims.backbones)")
+    victim.add_argument("--pretrained", metavar="FILE", help="local timm checkpoint to start the encoder from (default: from scratch)")
+
+    recipe = parser.add_argument_group("training recipe (defaults: MTL-UE's)")
+    recipe.add_argument("--seed", type=int, default=defaults.seed, help="initialisation, data order and augmentation (default: %(default)s)")
+    recipe.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
+    recipe.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
+    recipe.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
+    recipe.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="Adam L2 weight decay (default: %(default)s)")
+    recipe.add_argument(
+        "--milestones", type=float, nargs="+", default=list(defaults.milestones),
+        help="LR drops as fractions of the epochs (default: %(default)s)",
+    )
+    recipe.add_argument("--gamma", type=float, default=defaults.gamma, help="LR factor at each milestone (default: %(default)s)")
+    clip = recipe.add_mutually_exclusive_group()
+    clip.add_argument("--clip-norm", type=float, default=defaults.clip_norm, help="global gradient-norm clipping threshold (default: %(default)s)")
+    clip.add_argument("--no-clip", action="store_true", help="disable gradient clipping")
+    recipe.add_argument("--no-augment", action="store_true", help="train on centre crops (no random crop or flip)")
+    recipe.add_argument(
+        "--eval-every", type=int, default=defaults.eval_every,
+        help="test every k epochs, 0: after the last only (default: %(default)s)",
+    )
+    recipe.add_argument("--eval-batch-size", type=int, default=defaults.eval_batch_size, help="(default: %(default)s)")
+
+    execution = parser.add_argument_group("execution")
+    execution.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
+    execution.add_argument("--amp", type=_amp, default=None, metavar="{auto,on,off}", help="bf16 autocast (default: auto, i.e. on for CUDA with bf16)")
+    execution.add_argument("--num-threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    execution.add_argument(
+        "--data-budget-mb", type=float, default=defaults.data_budget_mb,
+        help="memory for keeping the splits on the device (default: %(default)s)",
+    )
+    progress = execution.add_mutually_exclusive_group()
+    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar (default: on a terminal)")
+    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    parser.set_defaults(handler=_victim)
+
+
+def _victim(args: argparse.Namespace) -> None:
+    from mtlue.cli import CommandError
+    from mtlue.data.store import PreparedDataset
+    from mtlue.io import atomic_write_json
+
+    from .backbones import BackboneError
+    from .checkpoint import CheckpointError
+    from .device import DeviceError
+    from .losses import NonFiniteGradientError, NonFiniteLossError
+    from .metrics import MetricError
+    from .run import run_victim
+    from .weighting import WeightingError
+
+    try:
+        config = TrainConfig(
+            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+            milestones=tuple(args.milestones), gamma=args.gamma, clip_norm=None if args.no_clip else args.clip_norm,
+            augment=not args.no_augment, seed=args.seed, device=args.device, amp=args.amp, num_threads=args.num_threads,
+            eval_every=args.eval_every, eval_batch_size=args.eval_batch_size, data_budget_mb=args.data_budget_mb,
+        )
+        victim = VictimConfig(
+            backbone=args.backbone, weighting=args.weighting, weighting_options=dict(args.weighting_option),
+            mode=args.mode, decoder=args.decoder, stem=args.stem, pretrained=args.pretrained,
+        )
+    except ValueError as error:
+        raise CommandError(str(error)) from error
+    dataset = PreparedDataset(args.data)
+    try:
+        result = run_victim(dataset, victim, config, checkpoint_dir=args.checkpoint_dir, progress=args.progress)
+    except (BackboneError, WeightingError, CheckpointError, DeviceError, MetricError, NonFiniteLossError, NonFiniteGradientError) as error:
+        raise CommandError(str(error)) from error
+    out = Path(args.out)
+    atomic_write_json(out, result.to_json())
+    summary = ", ".join(f"{key} {value:.4g}" for key, value in result.aggregate.items())
+    print(f"{dataset.name} {victim.backbone}/{victim.weighting}/{victim.mode} seed {config.seed}: {summary}")
+    print(f"metrics written to {out}", file=sys.stderr)

@@ -1,0 +1,113 @@
+"""Settings of a victim experiment, as plain dataclasses without torch.
+
+:class:`VictimConfig` is the attacker's choice of network (backbone, weighting strategy, MTL or
+STL, decoder, stem); :class:`TrainConfig` the optimisation recipe. Both validate themselves on
+construction, with messages that name the field and the fix. This module imports nothing heavy,
+so that the ``mtlue`` command line can build its parser (and ``--help``) at once.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Any, ClassVar, Literal
+
+__all__ = ["DECODERS", "MODES", "STEMS", "TrainConfig", "VictimConfig"]
+
+#: ``mtl``: one multi-task network; ``stl``: one network per task (the paper's STL victims).
+MODES: tuple[str, ...] = ("mtl", "stl")
+#: Decoders of dense tasks (see :mod:`victims.model`).
+DECODERS: tuple[str, ...] = ("unet", "fpn", "deeplabv3plus")
+#: Stem policies of classification encoders (see :mod:`victims.backbones`).
+STEMS: tuple[str, ...] = ("release", "standard", "cifar")
+
+
+@dataclass(frozen=True)
+class VictimConfig:
+    """The attacker's choice of victim: architecture, task weighting and MTL vs STL."""
+
+    backbone: str = "resnet18"
+    weighting: str = "ew"
+    weighting_options: Mapping[str, Any] = field(default_factory=dict)
+    mode: Literal["mtl", "stl"] = "mtl"
+    decoder: str = "unet"
+    stem: str = "release"
+    pretrained: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"unknown mode {self.mode!r}; choose mtl (one multi-task network) or stl (one network per task)")
+        if self.mode == "stl" and (self.weighting != "ew" or self.weighting_options):
+            raise ValueError(
+                f"weighting {self.weighting!r} has no effect in single-task mode (one loss per network); "
+                f"use --weighting ew with --mode stl"
+            )
+        if self.decoder not in DECODERS:
+            raise ValueError(f"unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
+        if self.stem not in STEMS:
+            raise ValueError(f"unknown stem {self.stem!r}; choose one of {', '.join(STEMS)}")
+        object.__setattr__(self, "weighting_options", dict(self.weighting_options))
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    """Optimisation recipe of a victim (defaults: the paper's MTL victims).
+
+    ``milestones`` are fractions of ``epochs`` after which the learning rate is multiplied by
+    ``gamma`` (60 epochs -> [36, 48]); ``clip_norm=None`` disables clipping; ``augment=False``
+    trains on centre crops. ``eval_every=k`` records test metrics every k epochs in the history
+    (0: only after the last epoch, which is always evaluated). ``amp=None`` uses bf16 autocast
+    where the device supports it (see :mod:`victims.device`). ``data_budget_mb`` bounds the
+    memory used to keep the train and test splits resident on the device.
+    """
+
+    epochs: int = 60
+    batch_size: int = 128
+    lr: float = 1e-3
+    weight_decay: float = 1e-4
+    milestones: tuple[float, ...] = (0.6, 0.8)
+    gamma: float = 0.1
+    clip_norm: float | None = 5.0
+    augment: bool = True
+    seed: int = 0
+    device: str = "auto"
+    amp: bool | None = None
+    num_threads: int | None = None
+    eval_every: int = 1
+    eval_batch_size: int = 256
+    data_budget_mb: float = 2048.0
+
+    #: Fields that change how a run is executed but not what it computes; a run may resume
+    #: with different values of these.
+    OPERATIONAL: ClassVar[tuple[str, ...]] = ("device", "num_threads", "eval_every", "eval_batch_size", "data_budget_mb")
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        checks = [
+            (self.epochs >= 1, "epochs must be at least 1"),
+            # Batch norm cannot train on a single sample.
+            (self.batch_size >= 2, "batch_size must be at least 2"),
+            (self.lr > 0 and math.isfinite(self.lr), "lr must be a positive number"),
+            (self.weight_decay >= 0, "weight_decay must be >= 0"),
+            (all(0 < m < 1 for m in self.milestones), "milestones are fractions of the epochs, each in (0, 1)"),
+            (list(self.milestones) == sorted(self.milestones), "milestones must be increasing"),
+            (0 < self.gamma <= 1, "gamma must be in (0, 1]"),
+            (self.clip_norm is None or self.clip_norm > 0, "clip_norm must be > 0, or None to disable clipping"),
+            (self.eval_every >= 0, "eval_every must be >= 0 (0: evaluate after the last epoch only)"),
+            (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
+            (self.data_budget_mb >= 0, "data_budget_mb must be >= 0"),
+            (self.num_threads is None or self.num_threads >= 1, "num_threads must be at least 1"),
+        ]
+        problems = [message for ok, message in checks if not ok]
+        if problems:
+            raise ValueError(f"invalid training config: {'; '.join(problems)}")
+
+    def milestone_epochs(self) -> list[int]:
+        return [round(fraction * self.epochs) for fraction in self.milestones]
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["milestones"] = list(self.milestones)
+        data["milestone_epochs"] = self.milestone_epochs()
+        return data

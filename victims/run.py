@@ -1,0 +1,276 @@
+"""One victim experiment: train on a dataset's train split, score on its test split.
+
+``run_victim`` builds the victim(s) a :class:`VictimConfig` describes and trains them with a
+:class:`~victims.train.TrainConfig`: in ``mtl`` mode one multi-task network, in ``stl`` mode one
+independent network per task (the paper's single-task victims: a fresh copy of the same
+network with that task's head only, trained with the same recipe). The training images may be
+replaced by a published (poisoned) copy of the same shape; targets and the test split always
+come from the prepared dataset.
+
+``VictimResult.to_json()`` is what ``mtlue victim`` writes as ``metrics.json``::
+
+    {
+      "format": "mtlue-victim-metrics/1",
+      "dataset": {"name", "path", "tasks": [Task JSON],
+                  "train_content_hash", "test_content_hash",   # PreparedDataset split hashes
+                  "train_images": "clean" | <id of the published images, e.g. a poison hash>},
+      "backbone", "weighting", "weighting_options", "mode" ("mtl"|"stl"), "seed",
+      "model": {"decoder", "stem", "pretrained"},
+      "train_config": {TrainConfig fields, "milestone_epochs"},
+      "metrics": {task: {metric: value}},       # final epoch, units as in victims.metrics
+      "aggregate": {"classification_mean", "mean_<metric>", "<dense task>/<metric>"},
+      "runs": [{"name": "mtl" | "stl-<task>", "tasks": [names], "parameters": int,
+                "resumed_from_epoch": int, "train_seconds": float,
+                "history": [{"epoch", "lr", "train_loss": {task: v}, "task_weights": {task: w}, "grad_norm",
+                             "seconds", ["test": {task: {metric: v}}, "test_aggregate": {...},
+                             "eval_seconds"]}]}],
+      "device", "amp_dtype" (null | "bfloat16"), "num_threads",
+      "wall_time_seconds",                      # this invocation, including evaluation
+      "versions": {"python", "torch", "timm", "segmentation_models_pytorch", "torchjd", "numpy", "mtlue"},
+      "created": ISO 8601 UTC
+    }
+
+Metrics are the final epoch's (the paper reports the last epoch, not the best).
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from mtlue.data.store import PreparedDataset
+from mtlue.data.tasks import Task
+
+from .backbones import get_backbone_spec
+from .batches import BatchSource, SplitArrays
+from .config import TrainConfig, VictimConfig
+from .device import DeviceError, autocast_dtype, configure_threads, resolve_device
+from .metrics import TaskResults, aggregate
+from .model import MultiTaskModel
+from .train import EpochCallback, FitResult, fit, seed_everything
+
+__all__ = ["RunRecord", "VictimResult", "run_victim"]
+
+FORMAT = "mtlue-victim-metrics/1"
+
+
+@dataclass
+class RunRecord:
+    """One trained network of a victim experiment (``model`` is on the CPU)."""
+
+    name: str
+    tasks: tuple[str, ...]
+    parameters: int
+    fit: FitResult
+    model: MultiTaskModel
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "tasks": list(self.tasks),
+            "parameters": self.parameters,
+            "resumed_from_epoch": self.fit.resumed_from_epoch,
+            "train_seconds": self.fit.train_seconds,
+            "history": self.fit.history,
+        }
+
+
+@dataclass
+class VictimResult:
+    """Everything ``metrics.json`` records (see the module docstring for its layout)."""
+
+    dataset: PreparedDataset
+    victim: VictimConfig
+    config: TrainConfig
+    train_images: str
+    metrics: TaskResults
+    aggregate: dict[str, float]
+    runs: list[RunRecord]
+    device: torch.device
+    amp_dtype: torch.dtype | None
+    wall_time_seconds: float
+
+    def to_json(self) -> dict[str, Any]:
+        dataset = self.dataset
+        return {
+            "format": FORMAT,
+            "dataset": {
+                "name": dataset.name,
+                "path": str(dataset.root),
+                "tasks": [task.to_json() for task in dataset.tasks],
+                "train_content_hash": dataset.manifest["splits"]["train"]["content_hash"],
+                "test_content_hash": dataset.manifest["splits"]["test"]["content_hash"],
+                "train_images": self.train_images,
+            },
+            "backbone": self.victim.backbone,
+            "weighting": self.victim.weighting,
+            "weighting_options": dict(self.victim.weighting_options),
+            "mode": self.victim.mode,
+            "seed": self.config.seed,
+            "model": {"decoder": self.victim.decoder, "stem": self.victim.stem, "pretrained": self.victim.pretrained},
+            "train_config": self.config.to_json(),
+            "metrics": self.metrics,
+            "aggregate": self.aggregate,
+            "runs": [run.to_json() for run in self.runs],
+            "device": str(self.device),
+            "amp_dtype": None if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch."),
+            "num_threads": torch.get_num_threads(),
+            "wall_time_seconds": self.wall_time_seconds,
+            "versions": versions(),
+            "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
+
+
+def versions() -> dict[str, str]:
+    """Versions of the packages that determine a victim's numbers."""
+    found = {"python": platform.python_version()}
+    for package in ("torch", "timm", "segmentation_models_pytorch", "torchjd", "numpy", "mtlue"):
+        try:
+            found[package] = metadata.version(package.replace("_", "-"))
+        except metadata.PackageNotFoundError:
+            found[package] = "not installed"
+    return found
+
+
+def _train_images(dataset: PreparedDataset, clean: np.ndarray, published: np.ndarray | None) -> np.ndarray:
+    if published is None:
+        return clean
+    if published.dtype != np.uint8 or published.shape != clean.shape:
+        raise ValueError(
+            f"published training images must be uint8 with the clean train split's shape {clean.shape} "
+            f"(dataset {dataset.name!r}), got {published.dtype} {published.shape}"
+        )
+    return published
+
+
+def _fingerprint(run: str, dataset: PreparedDataset, train_images: str, victim: VictimConfig, config: TrainConfig) -> dict[str, Any]:
+    train = {key: value for key, value in config.to_json().items() if key not in TrainConfig.OPERATIONAL}
+    return {
+        "run": run,
+        "dataset": dataset.name,
+        "train_content_hash": dataset.manifest["splits"]["train"]["content_hash"],
+        "test_content_hash": dataset.manifest["splits"]["test"]["content_hash"],
+        "train_images": train_images,
+        "victim": asdict(victim),
+        "train_config": train,
+    }
+
+
+def _weighting_options(victim: VictimConfig, config: TrainConfig) -> dict[str, Any]:
+    """The strategy's options, with the run's seed for strategies that draw random numbers."""
+    from .weighting import weighting_class
+
+    options = dict(victim.weighting_options)
+    if "seed" in weighting_class(victim.weighting).hyperparameter_names():
+        options.setdefault("seed", config.seed)
+    return options
+
+
+def _amp_dtype(device: torch.device, config: TrainConfig, victim: VictimConfig) -> torch.dtype | None:
+    """Autocast dtype; gradient-aggregation strategies always train in float32.
+
+    torchjd computes their per-task Jacobians with ``torch.vmap``, which fails on autocast
+    graphs (torch 2.14, CPU: "expected scalar type BFloat16 but found Float"); unverified on
+    CUDA, so mixed precision is off for them on every device.
+    """
+    from .weighting import weighting_class
+
+    dtype = autocast_dtype(device, config.amp)
+    if dtype is None or weighting_class(victim.weighting).family != "gradient aggregation":
+        return dtype
+    if config.amp:
+        raise DeviceError(
+            f"weighting {victim.weighting!r} aggregates per-task gradients with torch.vmap, which does not "
+            f"support mixed precision; use --amp off (or auto) with it"
+        )
+    return None
+
+
+def run_victim(
+    dataset: PreparedDataset,
+    victim: VictimConfig | None = None,
+    config: TrainConfig | None = None,
+    *,
+    train_images: np.ndarray | None = None,
+    train_images_id: str = "clean",
+    checkpoint_dir: str | os.PathLike[str] | None = None,
+    progress: bool | None = None,
+    callbacks: Sequence[EpochCallback] = (),
+) -> VictimResult:
+    """Train the victim(s) of ``victim`` on ``dataset`` (or on ``train_images``) and test them.
+
+    ``victim`` and ``config`` default to the paper's ResNet-18 / equal-weighting MTL victim.
+
+    ``train_images`` replaces the train split's images (e.g. a poisoned copy) and
+    ``train_images_id`` names it in the result and the checkpoint fingerprint. With
+    ``checkpoint_dir``, each network checkpoints to ``<dir>/<run>.pt`` after every epoch and an
+    interrupted experiment resumes where it stopped.
+    """
+    from .weighting import create_weighting
+
+    victim = victim or VictimConfig()
+    config = config or TrainConfig()
+    started = time.perf_counter()
+    # Names are checked before the data is loaded, so a typo fails at once.
+    get_backbone_spec(victim.backbone)
+    device = resolve_device(config.device)
+    amp_dtype = _amp_dtype(device, config, victim)
+    configure_threads(config.num_threads)
+    if device.type == "cuda":
+        # Reproducible convolution algorithms instead of benchmarked ones.
+        torch.backends.cudnn.benchmark = False
+        torch.backends.cudnn.deterministic = True
+
+    train_split, test_split = dataset.split("train"), dataset.split("test")
+    images = _train_images(dataset, train_split.images, train_images)
+    budget = int(config.data_budget_mb * 2**20)
+    train_source = BatchSource(SplitArrays(images, train_split.targets), device, budget)
+    remaining = budget - (train_source.split.nbytes if train_source.resident else 0)
+    test_source = BatchSource(SplitArrays(test_split.images, test_split.targets), device, remaining)
+    channels = dataset.image_shape[0]
+
+    groups: list[tuple[Task, ...]] = [dataset.tasks] if victim.mode == "mtl" else [(task,) for task in dataset.tasks]
+    runs: list[RunRecord] = []
+    for tasks in groups:
+        name = "mtl" if victim.mode == "mtl" else f"stl-{tasks[0].name}"
+        seed_everything(config.seed)
+        model = MultiTaskModel(
+            tasks, victim.backbone, image_size=dataset.crop_size, in_chans=channels,
+            stem=victim.stem, decoder=victim.decoder, pretrained=victim.pretrained,  # type: ignore[arg-type]
+        ).to(device)
+        weighting = create_weighting(victim.weighting, len(tasks), **_weighting_options(victim, config)).to(device)
+        checkpoint = Path(checkpoint_dir) / f"{name}.pt" if checkpoint_dir is not None else None
+        result = fit(
+            model, weighting, train_source, test_source, config,
+            crop_size=dataset.crop_size, amp_dtype=amp_dtype, name=name, checkpoint_path=checkpoint,
+            fingerprint=_fingerprint(name, dataset, train_images_id, victim, config),
+            progress=progress, callbacks=callbacks,
+        )
+        parameters = sum(p.numel() for p in model.parameters())
+        # Off the device, so single-task mode does not hold K networks in device memory.
+        runs.append(RunRecord(name, tuple(t.name for t in tasks), parameters, result, model.cpu()))
+
+    metrics = {task: values for run in runs for task, values in run.fit.metrics.items()}
+    metrics = {task.name: metrics[task.name] for task in dataset.tasks}
+    return VictimResult(
+        dataset=dataset,
+        victim=victim,
+        config=config,
+        train_images=train_images_id,
+        metrics=metrics,
+        aggregate=aggregate(metrics, dataset.tasks),
+        runs=runs,
+        device=device,
+        amp_dtype=amp_dtype,
+        wall_time_seconds=time.perf_counter() - started,
+    )

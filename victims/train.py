@@ -1,0 +1,242 @@
+"""Training one victim network: the MTL-UE recipe, resumable, on any device.
+
+The defaults are the paper's victim recipe (MTL-UE Sec. 5 / release configs): Adam with learning
+rate 1e-3 and weight decay 1e-4 (L2, as torch's Adam applies it), MultiStepLR dividing the
+learning rate by 10 after 60 % and 80 % of the epochs, gradient clipping at global norm 5,
+random crop + horizontal flip for training and a centre crop for testing, inputs in [0, 1].
+Every step: augment on the device, forward through ``encode``/``decode``, one loss per task,
+then the task-weighting strategy's ``backward`` (which decides how the per-task gradients reach
+the shared encoder), clipping and the optimizer step.
+
+A non-finite loss stops training at once with :class:`~victims.losses.NonFiniteLossError`,
+naming the epoch, step and task (a non-finite gradient with :class:`NonFiniteGradientError`),
+before the step reaches the parameters. After each epoch the full training state is checkpointed
+(:mod:`victims.checkpoint`); ``fit`` resumes from an existing checkpoint. One seed drives
+initialisation (torch's global generator) and, through an independent stream, the data order
+and augmentation (a dedicated generator saved with the checkpoint).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import sys
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from mtlue.data.tasks import Task
+
+from .augment import CenterCrop, RandomCropFlip, to_unit_range
+from .batches import BatchSource, batches_per_epoch, epoch_batches, sequential_batches
+from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
+from .config import TrainConfig
+from .losses import NonFiniteGradientError, NonFiniteLossError, task_loss
+from .metrics import MultiTaskMeter, TaskResults, aggregate
+from .model import MultiTaskModel
+
+__all__ = ["EpochCallback", "TrainConfig", "evaluate", "fit", "seed_everything", "stream_seed", "train_step"]
+
+#: Called after each epoch's checkpoint with the run name and the epoch's history record.
+EpochCallback = Callable[[str, dict[str, Any]], None]
+
+
+def seed_everything(seed: int) -> None:
+    """Seed Python's, numpy's and torch's global generators (model initialisation, dropout, ...)."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def stream_seed(seed: int, stream: str) -> int:
+    """A seed for a named random stream, independent of ``seed``'s global-generator stream."""
+    entropy = [seed, zlib.crc32(stream.encode())]
+    # torch.Generator.manual_seed takes at most 63 bits.
+    return int(np.random.SeedSequence(entropy).generate_state(1, dtype=np.uint64)[0] >> 1)
+
+
+@dataclass
+class FitResult:
+    """What :func:`fit` returns: final test metrics and the per-epoch history."""
+
+    metrics: TaskResults
+    history: list[dict[str, Any]]
+    resumed_from_epoch: int = 0
+    train_seconds: float = 0.0
+
+
+@torch.no_grad()
+def evaluate(
+    model: MultiTaskModel,
+    source: BatchSource,
+    tasks: Sequence[Task],
+    *,
+    crop_size: int,
+    batch_size: int,
+    amp_dtype: torch.dtype | None = None,
+) -> TaskResults:
+    """Test metrics of ``model`` on centre crops of every sample of ``source``."""
+    was_training = model.training
+    model.eval()
+    crop = CenterCrop(tasks, crop_size)
+    meter = MultiTaskMeter(tasks)
+    device = source.device
+    for indices in sequential_batches(len(source), batch_size):
+        images, targets = crop(*source.batch(indices))
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            outputs = model(to_unit_range(images))
+        meter.update({name: output.float() for name, output in outputs.items()}, targets)
+    model.train(was_training)
+    return meter.compute()
+
+
+def train_step(
+    model: MultiTaskModel,
+    weighting: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    images: torch.Tensor,
+    targets: dict[str, torch.Tensor],
+    *,
+    clip_norm: float | None,
+    amp_dtype: torch.dtype | None = None,
+    epoch: int = 0,
+    step: int = 0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One optimisation step on an augmented uint8 batch.
+
+    Returns the detached task losses, the task weights the strategy used and the global
+    gradient norm before clipping. Raises NonFiniteLossError (naming ``epoch``, ``step`` and
+    the task) or NonFiniteGradientError before any parameter is touched."""
+    tasks = model.tasks
+    device_type = images.device.type
+    with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+        features = model.encode(to_unit_range(images))
+        outputs = model.decode(features)
+        losses = torch.stack([task_loss(task)(outputs[task.name], targets[task.name]) for task in tasks])
+    values = losses.detach()
+    finite = torch.isfinite(values)
+    if not bool(finite.all()):
+        bad = int((~finite).nonzero()[0])
+        raise NonFiniteLossError(epoch, step, tasks[bad].name, float(values[bad]))
+    optimizer.zero_grad(set_to_none=True)
+    # Autocast stays off here: backward follows the forward pass's dtypes on its own.
+    weights = weighting.backward(losses, model.shared_parameters(), features)
+    # With clipping off the norm is still computed (an infinite threshold scales nothing), so a
+    # non-finite gradient is caught before it reaches the parameters.
+    norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm if clip_norm is not None else math.inf)
+    if not bool(torch.isfinite(norm)):
+        raise NonFiniteGradientError(epoch, step, float(norm))
+    optimizer.step()
+    return values, weights.detach(), norm.detach()
+
+
+def _progress_enabled(progress: bool | None) -> bool:
+    return sys.stderr.isatty() if progress is None else progress
+
+
+def fit(
+    model: MultiTaskModel,
+    weighting: torch.nn.Module,
+    train: BatchSource,
+    test: BatchSource,
+    config: TrainConfig,
+    *,
+    crop_size: int,
+    amp_dtype: torch.dtype | None = None,
+    name: str = "mtl",
+    checkpoint_path: Path | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    progress: bool | None = None,
+    callbacks: Sequence[EpochCallback] = (),
+) -> FitResult:
+    """Train ``model`` on ``train`` with ``config`` and evaluate it on ``test``.
+
+    ``model`` and ``weighting`` must be freshly built (under :func:`seed_everything`) and on
+    ``train.device``. With ``checkpoint_path``, the state is saved there after every epoch and
+    restored from it when it exists (``fingerprint`` identifies the run and must match).
+    """
+    tasks = model.tasks
+    names = [task.name for task in tasks]
+    device = train.device
+    optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()], lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestone_epochs(), gamma=config.gamma)
+    data_generator = torch.Generator().manual_seed(stream_seed(config.seed, "data"))
+    state = TrainingState(model, optimizer, scheduler, weighting, data_generator)
+    fingerprint = dict(fingerprint or {})
+
+    start_epoch, history = 0, []
+    if checkpoint_path is not None and checkpoint_path.exists():
+        start_epoch, history = load_checkpoint(checkpoint_path, state, fingerprint=fingerprint)
+
+    augmentation = RandomCropFlip(tasks, crop_size) if config.augment else None
+    center = CenterCrop(tasks, crop_size)
+    steps_per_epoch = batches_per_epoch(len(train), config.batch_size)
+    bar = tqdm(
+        total=config.epochs * steps_per_epoch,
+        initial=start_epoch * steps_per_epoch,
+        desc=name,
+        unit="batch",
+        disable=not _progress_enabled(progress),
+        leave=False,
+    )
+    try:
+        for epoch in range(start_epoch + 1, config.epochs + 1):
+            model.train()
+            started = time.perf_counter()
+            loss_sums = torch.zeros(len(tasks), device=device)
+            weight_sums = torch.zeros(len(tasks), device=device)
+            norm_sum = torch.zeros((), device=device)
+            steps = 0
+            for step, indices in enumerate(epoch_batches(len(train), config.batch_size, data_generator), start=1):
+                images, targets = train.batch(indices)
+                if augmentation is not None:
+                    images, targets = augmentation(images, targets, data_generator)
+                else:
+                    images, targets = center(images, targets)
+                values, weights, norm = train_step(
+                    model, weighting, optimizer, images, targets,
+                    clip_norm=config.clip_norm, amp_dtype=amp_dtype, epoch=epoch, step=step,
+                )
+                loss_sums += values
+                weight_sums += weights.to(device=device, dtype=weight_sums.dtype)
+                norm_sum += norm.to(device)
+                steps += 1
+                bar.update()
+            mean_losses = loss_sums / steps
+            weighting.epoch_end(mean_losses)
+            record: dict[str, Any] = {
+                "epoch": epoch,
+                "lr": optimizer.param_groups[0]["lr"],
+                "train_loss": dict(zip(names, mean_losses.tolist(), strict=True)),
+                "task_weights": dict(zip(names, (weight_sums / steps).tolist(), strict=True)),
+                "grad_norm": float(norm_sum / steps),
+                "seconds": time.perf_counter() - started,
+            }
+            scheduler.step()
+            if epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0):
+                started = time.perf_counter()
+                results = evaluate(model, test, tasks, crop_size=crop_size, batch_size=config.eval_batch_size, amp_dtype=amp_dtype)
+                record["test"] = results
+                record["test_aggregate"] = aggregate(results, tasks)
+                record["eval_seconds"] = time.perf_counter() - started
+            history.append(record)
+            if checkpoint_path is not None:
+                save_checkpoint(checkpoint_path, state, epoch=epoch, history=history, fingerprint=fingerprint)
+            bar.set_postfix(loss=f"{float(mean_losses.mean()):.4f}")
+            for callback in callbacks:
+                callback(name, record)
+    finally:
+        bar.close()
+    return FitResult(
+        metrics=history[-1]["test"],
+        history=history,
+        resumed_from_epoch=start_epoch,
+        train_seconds=sum(record["seconds"] for record in history),
+    )
