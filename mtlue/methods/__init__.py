@@ -1,0 +1,40 @@
+"""UE methods: the registry, the method interface, and the built-in surrogate-free methods.
+
+Importing this package registers ``clean``, ``lsp`` and ``ar``; installed packages add more
+through the ``mtlue.methods`` entry-point group (see ``registry``).
+"""
+
+from . import ar, clean, lsp  # noqa: F401  (importing them registers the built-in methods)
+from .base import GenerationContext, MethodError, NoHyperparameters, Requirement, UEMethod
+from .classwise import ClasswiseHyperparameters, ClasswiseMethod, classification_tasks
+from .generate import make_poison
+from .multitask import ADAPTATIONS, grid_cells, grid_size
+from .registry import (
+    ENTRY_POINT_GROUP,
+    create_method,
+    list_methods,
+    method_class,
+    method_description,
+    register_method,
+)
+
+__all__ = [
+    "ADAPTATIONS",
+    "ENTRY_POINT_GROUP",
+    "ClasswiseHyperparameters",
+    "ClasswiseMethod",
+    "GenerationContext",
+    "MethodError",
+    "NoHyperparameters",
+    "Requirement",
+    "UEMethod",
+    "classification_tasks",
+    "create_method",
+    "grid_cells",
+    "grid_size",
+    "list_methods",
+    "make_poison",
+    "method_class",
+    "method_description",
+    "register_method",
+]

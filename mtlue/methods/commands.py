@@ -1,0 +1,100 @@
+"""``mtlue poison``: generate a method's perturbations for a prepared dataset and store them.
+
+::
+
+    mtlue poison --data resources/data/shapes --method lsp --out results/shapes/poisons/lsp \\
+        [--seed 0] [--epsilon 8] [--ratio 1.0] [--set patch_size=4 ...] [--preview lsp.png]
+
+``add_commands`` adds the subcommand to the ``mtlue`` parser; errors are ``MethodError``
+(a ``ConfigError``) or ``PoisonError`` (a ``DatasetError``), which the command line prints as
+one line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Any
+
+import yaml
+
+from mtlue.poisons import DEFAULT_EPSILON
+
+__all__ = ["add_commands", "run_poison"]
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    poison = subparsers.add_parser(
+        "poison",
+        help="generate a UE method's perturbations for a dataset's training split",
+        description=__doc__.splitlines()[0],
+    )
+    poison.add_argument("--data", required=True, help="prepared dataset folder, e.g. resources/data/shapes")
+    poison.add_argument("--method", required=True, help="registered method (`mtlue list methods`)")
+    poison.add_argument("--out", required=True, help="store folder, e.g. results/shapes/poisons/lsp")
+    poison.add_argument("--seed", type=int, default=0, help="random seed of the method and of the poisoned subset")
+    poison.add_argument(
+        "--epsilon", type=int, default=DEFAULT_EPSILON, help=f"L-inf budget in 1/255 steps (default {DEFAULT_EPSILON})"
+    )
+    poison.add_argument("--ratio", type=float, default=1.0, help="share of training samples to poison, in [0, 1]")
+    poison.add_argument(
+        "--set",
+        dest="hyperparameters",
+        action="append",
+        default=[],
+        type=_hyperparameter,
+        metavar="KEY=VALUE",
+        help="one method hyperparameter, VALUE read as YAML (repeatable)",
+    )
+    poison.add_argument("--preview", metavar="PNG", help="also draw clean / amplified delta / published samples here")
+    poison.add_argument("--device", default="cpu", help="torch device for methods that train (default cpu)")
+    poison.add_argument("--surrogate", help="clean surrogate checkpoint, for methods that need one")
+    poison.add_argument(
+        "--surrogate-checkpoint",
+        dest="surrogate_checkpoints",
+        action="append",
+        default=[],
+        metavar="PATH",
+        help="one checkpoint of a clean surrogate run, for methods that need several (repeatable)",
+    )
+    poison.set_defaults(handler=run_poison)
+
+
+def _hyperparameter(text: str) -> tuple[str, Any]:
+    key, separator, value = text.partition("=")
+    if not separator or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    return key, yaml.safe_load(value)
+
+
+def run_poison(args: argparse.Namespace) -> None:
+    from mtlue.data.store import PreparedDataset
+    from mtlue.poisons.preview import render_poison_preview
+
+    from .base import GenerationContext, MethodError
+    from .classwise import ClasswiseMethod, classification_tasks
+    from .generate import make_poison
+    from .registry import create_method
+
+    keys = [key for key, _ in args.hyperparameters]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise MethodError(f"hyperparameter(s) {', '.join(repeated)} set more than once with --set; keep one")
+    method = create_method(args.method, **dict(args.hyperparameters))
+    dataset = PreparedDataset(args.data)
+    context = GenerationContext(
+        seed=args.seed,
+        epsilon=args.epsilon,
+        device=args.device,
+        surrogate=args.surrogate,
+        surrogate_checkpoints=tuple(args.surrogate_checkpoints),
+    )
+    print(f"poisoning {dataset.name} with {method!r}, epsilon {context.epsilon}/255, seed {context.seed}", file=sys.stderr)
+    if isinstance(method, ClasswiseMethod):
+        tasks = classification_tasks(dataset, method.name)
+        print(f"class-wise over {len(tasks)} classification task(s): {', '.join(t.name for t in tasks)}", file=sys.stderr)
+    store = make_poison(dataset, method, context, args.out, ratio=args.ratio)
+    print(store.card.describe())
+    print(f"store written to {store.root} (deltas sha256 {store.card.sha256[:16]})")
+    if args.preview:
+        print(f"preview written to {render_poison_preview(dataset, store, args.preview)}")
