@@ -1,0 +1,156 @@
+"""Victim training throughput on the embedded ``shapes`` dataset, per backbone and per weighting.
+
+    python bench/bench_training.py [--batch-size 64] [--steps 2] [--threads 1] [--device cpu]
+
+Two tables, both from the real training loop (``victims.train.fit``: on-device batch gather,
+random crop + flip, forward, losses, the weighting's backward, clipping, Adam):
+
+- **backbones** on the full ``shapes`` task set (6 binary + 3 multiclass + segmentation, depth,
+  normals; smp encoder + three U-Net decoders) and on its classification tasks only (timm
+  encoder, the CelebA-like setting), all with equal weighting;
+- **weightings**: every registered strategy on the classification tasks with ``resnet10t``
+  (the paper's weighting experiments are on CelebA, a classification dataset).
+
+``img/s`` is training images per second over one epoch of ``--steps`` batches (after one warm-up
+step); ``outside`` is the share of that epoch not spent in the training step itself (batch
+gather, augmentation, history, progress), measured as 1 - (time of the same steps run alone on
+pre-built batches) / (epoch time). Defaults finish in about three minutes on two CPU cores.
+
+``--threads`` defaults to 1: on a shared two-core machine, two OpenMP threads stall whenever
+another process holds a core (we measured 10-50x slowdowns), which would measure the neighbours
+rather than the code.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import torch
+
+from mtlue.data import PreparedDataset, create_builder
+from mtlue.data.store import SplitData
+from mtlue.data.tasks import Task
+from victims.augment import RandomCropFlip
+from victims.batches import BatchSource, SplitArrays, epoch_batches
+from victims.config import TrainConfig
+from victims.device import resolve_device
+from victims.model import MultiTaskModel
+from victims.train import fit, seed_everything, stream_seed, train_step
+from victims.weighting import create_weighting, list_weightings
+
+
+@dataclass
+class Row:
+    view: str
+    backbone: str
+    weighting: str
+    images_per_second: float = float("nan")
+    seconds_per_step: float = float("nan")
+    outside_share: float = float("nan")
+    note: str = ""
+
+
+def subset(split: SplitData, count: int, tasks: tuple[Task, ...]) -> SplitArrays:
+    return SplitArrays(split.images[:count], {task.name: split.targets[task.name][:count] for task in tasks})
+
+
+def measure(dataset: PreparedDataset, tasks: tuple[Task, ...], view: str, backbone: str, weighting_name: str, args: argparse.Namespace) -> Row:
+    row = Row(view, backbone, weighting_name)
+    device = resolve_device(args.device)
+    count = args.batch_size * args.steps
+    train = BatchSource(subset(dataset.split("train"), count, tasks), device, budget_bytes=2**31)
+    test = BatchSource(subset(dataset.split("test"), args.batch_size, tasks), device, budget_bytes=2**31)
+    seed_everything(0)
+    try:
+        weighting = create_weighting(weighting_name, len(tasks)).to(device)
+    except ImportError as error:  # optional solver dependencies (cvxpy for Nash-MTL)
+        row.note = f"unavailable: {error}"
+        return row
+    model = MultiTaskModel(tasks, backbone, image_size=dataset.crop_size).to(device)
+    config = TrainConfig(epochs=1, batch_size=args.batch_size, eval_every=0, device=args.device, eval_batch_size=args.batch_size)
+
+    # Pre-built augmented batches: the warm-up step and the compute-only timing use them.
+    generator = torch.Generator().manual_seed(stream_seed(0, "bench"))
+    augment = RandomCropFlip(tasks, dataset.crop_size)
+    batches = [augment(*train.batch(indices), generator) for indices in epoch_batches(len(train), args.batch_size, generator)]
+    warmup_optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()])
+    train_step(model, weighting, warmup_optimizer, *batches[0], clip_norm=config.clip_norm)
+
+    epoch = fit(model, weighting, train, test, config, crop_size=dataset.crop_size, progress=False).history[0]["seconds"]
+
+    optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()])
+    started = time.perf_counter()
+    for images, targets in batches:
+        train_step(model, weighting, optimizer, images, targets, clip_norm=config.clip_norm)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    compute = time.perf_counter() - started
+
+    row.images_per_second = count / epoch
+    row.seconds_per_step = epoch / args.steps
+    row.outside_share = max(0.0, 1.0 - compute / epoch)
+    return row
+
+
+def print_table(title: str, rows: list[Row]) -> None:
+    print(f"\n{title}")
+    header = f"| {'tasks':<15} | {'backbone':<16} | {'weighting':<12} | {'img/s':>8} | {'s/step':>7} | {'outside':>7} |"
+    print(header)
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    for row in rows:
+        if row.note:
+            print(f"| {row.view:<15} | {row.backbone:<16} | {row.weighting:<12} | {row.note}")
+            continue
+        print(
+            f"| {row.view:<15} | {row.backbone:<16} | {row.weighting:<12} | {row.images_per_second:8.1f} | "
+            f"{row.seconds_per_step:7.3f} | {100 * row.outside_share:6.1f}% |"
+        )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batch-size", type=int, default=64)
+    parser.add_argument("--steps", type=int, default=4, help="batches per timed epoch")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (see the module docstring)")
+    parser.add_argument("--device", default="cpu", help="auto, cpu, cuda, ...")
+    parser.add_argument("--backbones", default="resnet18,resnet10t,test_resnet", help="comma-separated, dense-capable")
+    parser.add_argument("--classification-backbones", default="resnet18,resnet10t,vit_tiny_patch4")
+    parser.add_argument("--weighting-backbone", default="resnet10t")
+    parser.add_argument("--weightings", default="all", help="comma-separated names, or all")
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+
+    started = time.perf_counter()
+    with tempfile.TemporaryDirectory() as scratch:
+        root = Path(scratch) / "shapes"
+        size = max(256, args.batch_size * args.steps)
+        create_builder("shapes", train_size=size, test_size=args.batch_size).prepare(root, Path(scratch) / "raw")
+        dataset = PreparedDataset(root)
+        everything = dataset.tasks
+        classification = tuple(task for task in everything if task.kind.is_classification)
+        print(
+            f"shapes {dataset.image_shape[1]}px (crop {dataset.crop_size}), batch {args.batch_size}, "
+            f"{args.steps} steps/epoch, device {args.device}, {torch.get_num_threads()} thread(s), "
+            f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
+        )
+        backbone_rows = [measure(dataset, everything, "all 12", name, "ew", args) for name in args.backbones.split(",")]
+        backbone_rows += [
+            measure(dataset, classification, "classification", name, "ew", args) for name in args.classification_backbones.split(",")
+        ]
+        print_table("Backbones (equal weighting)", backbone_rows)
+        names = list_weightings() if args.weightings == "all" else args.weightings.split(",")
+        weighting_rows = [measure(dataset, classification, "classification", args.weighting_backbone, name, args) for name in names]
+        print_table(f"Weightings ({args.weighting_backbone}, 9 classification tasks)", weighting_rows)
+    print(f"\ntotal {time.perf_counter() - started:.0f} s")
+
+
+if __name__ == "__main__":
+    main()
