@@ -12,7 +12,6 @@ Two test problems:
 from __future__ import annotations
 
 import copy
-import importlib.util
 import io
 import itertools
 
@@ -39,8 +38,6 @@ REQUIRED = {
     "pcgrad", "mgda", "cagrad", "imtl", "graddrop", "gradvac", "aligned_mtl", "fairgrad",
     "nash_mtl", "upgrad",
 }  # fmt: skip
-NASH_DEPENDENCIES = all(importlib.util.find_spec(name) for name in ("cvxpy", "ecos"))
-CVXPY = importlib.util.find_spec("cvxpy") is not None
 #: Strategies whose returned weights are placeholders, not coefficients of the task gradients.
 UNWEIGHTED = {"graddrop"}
 
@@ -58,8 +55,6 @@ def single_thread():
 
 
 def make(name: str, num_tasks: int, **hyperparameters) -> Weighting:
-    if name == "nash_mtl" and not NASH_DEPENDENCIES:
-        pytest.skip("nash_mtl needs torchjd[nash-mtl] (cvxpy, ecos)")
     return create_weighting(name, num_tasks, **hyperparameters)
 
 
@@ -526,7 +521,6 @@ def test_cagrad_rescale_divides_the_update():
     torch.testing.assert_close(default, plain / (1 + 0.4**2))
 
 
-@pytest.mark.skipif(not CVXPY, reason="torchjd's CAGrad needs cvxpy")
 @given(gradients=task_gradients())
 @settings(max_examples=15, deadline=None)
 def test_cagrad_agrees_with_torchjds_cvxpy_solver(gradients):
@@ -588,7 +582,6 @@ def test_config_from_the_gramian_matches_torchjds_config(gradients):
     torch.testing.assert_close(update, reference, rtol=1e-6, atol=1e-6 * scale)
 
 
-@pytest.mark.skipif(not NASH_DEPENDENCIES, reason="nash_mtl needs torchjd[nash-mtl]")
 def test_nash_mtl_solves_the_bargaining_equations():
     """Without clipping, the Nash weights satisfy G G^T a = 1 / a (Navon et al., Eq. 4 ff.)."""
     gradients = np.array([[1.0, 0.2, 0.0], [0.0, 1.0, -0.3], [0.4, 0.0, 2.0]])

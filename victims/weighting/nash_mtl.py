@@ -8,9 +8,8 @@ approximations (Algorithm 1, cvxpy + ECOS), and the update sum_k a_k g_k is clip
 ``max_norm``. torchjd's ``NashMTL`` aggregator; defaults are the official implementation's:
 max_norm = 1.0, update_weights_every = 1, optim_niter = 20.
 
-Needs torchjd's ``nash-mtl`` extra (cvxpy and ecos), which the base install does not include:
-``pip install "torchjd[quadprog-projector,nash-mtl]==0.18.0"``. Without it, creating this
-strategy raises ImportError with that line.
+Needs torchjd's ``nash-mtl`` extra (cvxpy and ecos), which mtlue's dependencies include; in an
+environment without it, creating this strategy raises ImportError naming the line to install.
 
 State: the previous solution (the solver's warm start) and the step counter, exported through
 ``get_extra_state``.
