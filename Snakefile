@@ -34,6 +34,7 @@ config.update(_resolved)
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
+include: "workflow/rules/victim.smk"
 
 
 rule all:

@@ -19,10 +19,17 @@ import yaml
 __all__ = ["main", "build_parser"]
 
 #: What ``mtlue list KIND`` can list: the registry's list function and, optionally, a function
-#: giving one name's description. New registries (methods, defenses) add a line here.
+#: giving one name's description. New registries (defenses) add a line here.
 LISTABLE: dict[str, tuple[str, str | None]] = {
     "datasets": ("mtlue.data:list_datasets", "mtlue.data:dataset_description"),
+    "backbones": ("victims.backbones:list_backbones", "victims.backbones:backbone_description"),
+    "weightings": ("victims.weighting:list_weightings", "victims.weighting:weighting_description"),
+    "methods": ("mtlue.methods:list_methods", "mtlue.methods:method_description"),
 }
+
+#: Modules whose ``add_commands(subparsers)`` adds subcommands; imported when the parser is
+#: built, so each keeps its heavy imports inside its handlers.
+COMMAND_MODULES: tuple[str, ...] = ("victims.commands", "mtlue.methods.commands")
 
 
 class CommandError(RuntimeError):
@@ -125,6 +132,8 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("--print", action="store_true", help="print the config with every default filled in")
     check.set_defaults(handler=_check_config)
 
+    for module in COMMAND_MODULES:
+        importlib.import_module(module).add_commands(commands)
     return parser
 
 

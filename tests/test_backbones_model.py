@@ -79,15 +79,28 @@ def test_classification_model_outputs_and_shared_representation():
     assert all(id(p) not in shared for p in model.task_parameters("age"))
 
 
+@pytest.mark.parametrize("decoder_width", [1.0, 0.1])
 @pytest.mark.parametrize("decoder", DECODERS)
-def test_dense_model_outputs_for_every_decoder(decoder):
+def test_dense_model_outputs_for_every_decoder(decoder, decoder_width):
     # 20 px is padded to 32 inside the model and cropped back.
-    model = MultiTaskModel(DENSE, "test_resnet", image_size=20, decoder=decoder).eval()
+    model = MultiTaskModel(DENSE, "test_resnet", image_size=20, decoder=decoder, decoder_width=decoder_width).eval()
     outputs = model(torch.rand(BATCH, 3, 20, 20))
     for task in DENSE:
         assert outputs[task.name].shape == expected_shape(task, 20)
     assert (outputs["depth"] >= 0).all()
     assert torch.allclose(outputs["normal"].norm(dim=1), torch.ones(BATCH, 20, 20), atol=1e-5)
+
+
+@pytest.mark.parametrize("decoder", DECODERS)
+def test_decoder_width_scales_only_the_decoders(decoder):
+    full = MultiTaskModel(DENSE, "test_resnet", image_size=20, decoder=decoder)
+    narrow = MultiTaskModel(DENSE, "test_resnet", image_size=20, decoder=decoder, decoder_width=0.25)
+    count = lambda parameters: sum(p.numel() for p in parameters)  # noqa: E731
+    assert count(narrow.shared_parameters()) == count(full.shared_parameters())
+    for task in DENSE:
+        assert count(narrow.task_parameters(task.name)) < count(full.task_parameters(task.name)) / 2
+    with pytest.raises(ValueError, match="decoder_width"):
+        MultiTaskModel(DENSE, "test_resnet", image_size=20, decoder=decoder, decoder_width=0)
 
 
 def test_mixed_model_gives_every_parameter_exactly_one_group_and_trains_with_aggregation():

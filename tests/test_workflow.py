@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -32,7 +33,7 @@ def workdir_with_config(tmp_path: Path, config: dict) -> Path:
 def test_dry_run_of_the_default_config_lists_the_stages():
     result = run_snakemake("-n", "--quiet", "rules", cwd=ROOT)
     assert result.returncode == 0, result.stderr
-    for rule in ("prepare", "show_dataset"):
+    for rule in ("prepare", "show_dataset", "victim"):
         assert rule in result.stdout + result.stderr
 
 
@@ -50,10 +51,22 @@ def test_bad_dataset_option_stops_the_workflow(tmp_path):
     assert "train_sizes" in result.stderr + result.stdout
 
 
+def test_dry_run_fans_victims_out_over_every_axis(tmp_path):
+    config = {
+        "datasets": {"tiny": {"source": "shapes"}},
+        "victims": {"backbones": ["test_resnet", "resnet10t"], "weightings": ["ew", "pcgrad", "uw"], "seeds": [0, 1]},
+    }
+    result = run_snakemake("-n", "--quiet", "rules", cwd=workdir_with_config(tmp_path, config))
+    assert result.returncode == 0, result.stderr
+    victim_jobs = [line for line in result.stdout.splitlines() if line.strip().startswith("victim ")]
+    assert victim_jobs and victim_jobs[0].split()[-1] == "12"
+
+
 @pytest.mark.slow
-def test_data_stages_run_end_to_end(tmp_path):
+def test_data_and_victim_stages_run_end_to_end(tmp_path):
     config = {
         "datasets": {"tiny": {"source": "shapes", "options": {"train_size": 64, "test_size": 16, "image_size": 24, "crop_size": 20}}},
+        "victims": {"backbones": ["test_resnet"], "weightings": ["ew", "pcgrad"], "train": {"epochs": 1, "batch_size": 32}},
     }
     workdir = workdir_with_config(tmp_path, config)
     result = run_snakemake("--cores", "2", "all", cwd=workdir)
@@ -63,6 +76,11 @@ def test_data_stages_run_end_to_end(tmp_path):
     summary = (workdir / "results" / "tiny" / "data" / "summary.txt").read_text()
     assert "tasks (12)" in summary and "has_circle" in summary
     assert (workdir / "results" / "tiny" / "data" / "samples.png").stat().st_size > 1000
+    for weighting in ("ew", "pcgrad"):
+        metrics_file = workdir / "results" / "tiny" / "victims" / "clean" / "test_resnet" / weighting / "none" / "seed0" / "metrics.json"
+        metrics = json.loads(metrics_file.read_text())
+        assert metrics["weighting"] == weighting and metrics["train_config"]["epochs"] == 1
+        assert set(metrics["metrics"]) == {task["name"] for task in metrics["dataset"]["tasks"]}
     # A second run has nothing to do.
     again = run_snakemake("--cores", "2", "-n", cwd=workdir)
     assert "Nothing to be done" in again.stdout + again.stderr

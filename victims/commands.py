@@ -64,6 +64,10 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     victim.add_argument("--mode", choices=MODES, default=victim_defaults.mode, help="mtl: one multi-task network; stl: one network per task")
     victim.add_argument("--decoder", choices=DECODERS, default=victim_defaults.decoder, help="decoder of each dense task")
+    victim.add_argument(
+        "--decoder-width", type=float, default=victim_defaults.decoder_width,
+        help="multiplier of the dense decoders' default widths (default: %(default)s, smp's widths)",
+    )
     victim.add_argument("--stem", choices=STEMS, default=victim_defaults.stem, help="stem of classification encoders (see victims.backbones)")
     victim.add_argument("--pretrained", metavar="FILE", help="local timm checkpoint to start the encoder from (default: from scratch)")
 
@@ -124,7 +128,7 @@ def _victim(args: argparse.Namespace) -> None:
         )
         victim = VictimConfig(
             backbone=args.backbone, weighting=args.weighting, weighting_options=dict(args.weighting_option),
-            mode=args.mode, decoder=args.decoder, stem=args.stem, pretrained=args.pretrained,
+            mode=args.mode, decoder=args.decoder, decoder_width=args.decoder_width, stem=args.stem, pretrained=args.pretrained,
         )
     except ValueError as error:
         raise CommandError(str(error)) from error

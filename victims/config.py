@@ -32,6 +32,8 @@ class VictimConfig:
     weighting_options: Mapping[str, Any] = field(default_factory=dict)
     mode: Literal["mtl", "stl"] = "mtl"
     decoder: str = "unet"
+    #: Multiplier of the dense decoders' default widths (smaller for CPU runs).
+    decoder_width: float = 1.0
     stem: str = "release"
     pretrained: str | None = None
 
@@ -45,6 +47,8 @@ class VictimConfig:
             )
         if self.decoder not in DECODERS:
             raise ValueError(f"unknown decoder {self.decoder!r}; choose one of {', '.join(DECODERS)}")
+        if not (isinstance(self.decoder_width, (int, float)) and self.decoder_width > 0):
+            raise ValueError(f"decoder_width multiplies the decoders' widths and must be > 0, got {self.decoder_width!r}")
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}; choose one of {', '.join(STEMS)}")
         object.__setattr__(self, "weighting_options", dict(self.weighting_options))

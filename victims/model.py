@@ -56,8 +56,17 @@ NECK_WIDTH = 256
 Features = torch.Tensor | tuple[torch.Tensor, ...]
 
 
-def _build_decoder(decoder: str, encoder_channels: Sequence[int]) -> tuple[nn.Module, int]:
-    """A fresh smp decoder over ``encoder_channels`` and the number of channels it outputs."""
+def _scaled(width: int, scale: float) -> int:
+    return max(1, round(width * scale))
+
+
+def _build_decoder(decoder: str, encoder_channels: Sequence[int], width_scale: float = 1.0) -> tuple[nn.Module, int]:
+    """A fresh smp decoder over ``encoder_channels`` and the number of channels it outputs.
+
+    Widths are the smp models' defaults times ``width_scale``: those defaults suit ImageNet
+    encoders, and on the tiny encoders of CPU runs three full-width U-Nets cost 4x more than
+    the whole encoder (``bench/bench_training.py``).
+    """
     from segmentation_models_pytorch.decoders.deeplabv3.decoder import (
         DeepLabV3PlusDecoder,
     )
@@ -65,19 +74,24 @@ def _build_decoder(decoder: str, encoder_channels: Sequence[int]) -> tuple[nn.Mo
     from segmentation_models_pytorch.decoders.unet.decoder import UnetDecoder
 
     channels = list(encoder_channels)
-    # The smp models' default widths.
     if decoder == "unet":
-        widths = (256, 128, 64, 32, 16)
+        widths = tuple(_scaled(width, width_scale) for width in (256, 128, 64, 32, 16))
         return UnetDecoder(channels, widths, n_blocks=5), widths[-1]
     if decoder == "fpn":
-        module = FPNDecoder(channels, encoder_depth=5, pyramid_channels=256, segmentation_channels=128)
+        # Its segmentation blocks use GroupNorm(32, width): a multiple of 32.
+        segmentation = 32 * max(1, round(128 * width_scale / 32))
+        module = FPNDecoder(
+            channels, encoder_depth=5, pyramid_channels=_scaled(256, width_scale),
+            segmentation_channels=segmentation,
+        )
         return module, module.out_channels
     if decoder == "deeplabv3plus":
+        width = _scaled(256, width_scale)
         module = DeepLabV3PlusDecoder(
-            channels, encoder_depth=5, out_channels=256, atrous_rates=(12, 24, 36),
+            channels, encoder_depth=5, out_channels=width, atrous_rates=(12, 24, 36),
             output_stride=16, aspp_separable=True, aspp_dropout=0.5,
         )
-        return module, 256
+        return module, width
     raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
 
 
@@ -89,12 +103,12 @@ _DECODER_LEVELS = {"unet": (0, 1, 2, 3, 4), "fpn": (1, 2, 3, 4), "deeplabv3plus"
 class DenseHead(nn.Module):
     """One dense task's decoder and output layer over the shared pyramid."""
 
-    def __init__(self, task: Task, decoder: str, encoder_channels: Sequence[int]) -> None:
+    def __init__(self, task: Task, decoder: str, encoder_channels: Sequence[int], width_scale: float = 1.0) -> None:
         super().__init__()
         if not task.is_dense:
             raise ValueError(f"task {task.name!r} is {task.kind.value}, not a dense task")
         self.kind = task.kind
-        self.decoder, width = _build_decoder(decoder, encoder_channels)
+        self.decoder, width = _build_decoder(decoder, encoder_channels, width_scale)
         out_channels = {TaskKind.SEGMENTATION: task.num_classes, TaskKind.DEPTH: 1, TaskKind.NORMAL: 3}[task.kind]
         self.output = nn.Conv2d(width, out_channels, kernel_size=3, padding=1)
 
@@ -122,6 +136,7 @@ class MultiTaskModel(nn.Module):
         in_chans: image channels (1 for ChestX-ray14).
         stem: stem policy of classification encoders (see :mod:`victims.backbones`).
         decoder: decoder of each dense task: "unet", "fpn" or "deeplabv3plus".
+        decoder_width: multiplier of the decoders' default widths (1 = smp's).
         pretrained: path of a local timm checkpoint for the encoder, or None (from scratch).
     """
 
@@ -134,6 +149,7 @@ class MultiTaskModel(nn.Module):
         in_chans: int = 3,
         stem: Stem = "release",
         decoder: str = "unet",
+        decoder_width: float = 1.0,
         pretrained: str | os.PathLike[str] | None = None,
     ) -> None:
         super().__init__()
@@ -144,6 +160,8 @@ class MultiTaskModel(nn.Module):
             raise ValueError(f"duplicate task names: {names}")
         if decoder not in DECODERS:
             raise ValueError(f"unknown decoder {decoder!r}; choose one of {', '.join(DECODERS)}")
+        if not decoder_width > 0:
+            raise ValueError(f"decoder_width must be > 0, got {decoder_width!r}")
         self.tasks: tuple[Task, ...] = tuple(tasks)
         self.backbone_name = backbone
         self.image_size = int(image_size)
@@ -180,7 +198,7 @@ class MultiTaskModel(nn.Module):
         )
         self.dense_heads = nn.ModuleDict(
             {
-                task.name: DenseHead(task, decoder, self.encoder.out_channels)  # type: ignore[union-attr]
+                task.name: DenseHead(task, decoder, self.encoder.out_channels, decoder_width)  # type: ignore[union-attr]
                 for task in tasks
                 if task.is_dense
             }

@@ -15,7 +15,7 @@ come from the prepared dataset.
                   "train_content_hash", "test_content_hash",   # PreparedDataset split hashes
                   "train_images": "clean" | <id of the published images, e.g. a poison hash>},
       "backbone", "weighting", "weighting_options", "mode" ("mtl"|"stl"), "seed",
-      "model": {"decoder", "stem", "pretrained"},
+      "model": {"decoder", "decoder_width", "stem", "pretrained"},
       "train_config": {TrainConfig fields, "milestone_epochs"},
       "metrics": {task: {metric: value}},       # final epoch, units as in victims.metrics
       "aggregate": {"classification_mean", "mean_<metric>", "<dense task>/<metric>"},
@@ -117,7 +117,7 @@ class VictimResult:
             "weighting_options": dict(self.victim.weighting_options),
             "mode": self.victim.mode,
             "seed": self.config.seed,
-            "model": {"decoder": self.victim.decoder, "stem": self.victim.stem, "pretrained": self.victim.pretrained},
+            "model": {"decoder": self.victim.decoder, "decoder_width": self.victim.decoder_width, "stem": self.victim.stem, "pretrained": self.victim.pretrained},
             "train_config": self.config.to_json(),
             "metrics": self.metrics,
             "aggregate": self.aggregate,
@@ -246,7 +246,7 @@ def run_victim(
         seed_everything(config.seed)
         model = MultiTaskModel(
             tasks, victim.backbone, image_size=dataset.crop_size, in_chans=channels,
-            stem=victim.stem, decoder=victim.decoder, pretrained=victim.pretrained,  # type: ignore[arg-type]
+            stem=victim.stem, decoder=victim.decoder, decoder_width=victim.decoder_width, pretrained=victim.pretrained,  # type: ignore[arg-type]
         ).to(device)
         weighting = create_weighting(victim.weighting, len(tasks), **_weighting_options(victim, config)).to(device)
         checkpoint = Path(checkpoint_dir) / f"{name}.pt" if checkpoint_dir is not None else None

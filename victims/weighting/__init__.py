@@ -47,6 +47,7 @@ from .registry import (
     list_weightings,
     register_weighting,
     weighting_class,
+    weighting_description,
 )
 
 __all__ = [
@@ -59,4 +60,5 @@ __all__ = [
     "list_weightings",
     "register_weighting",
     "weighting_class",
+    "weighting_description",
 ]

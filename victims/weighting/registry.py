@@ -7,12 +7,13 @@ dispatches on strategy names.
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 from .base import Weighting, WeightingError
 
-__all__ = ["create_weighting", "list_weightings", "register_weighting", "weighting_class"]
+__all__ = ["create_weighting", "list_weightings", "register_weighting", "weighting_class", "weighting_description"]
 
 _STRATEGIES: dict[str, type[Weighting]] = {}
 
@@ -34,6 +35,15 @@ def register_weighting(name: str) -> Callable[[W], W]:
 
 def list_weightings() -> list[str]:
     return sorted(_STRATEGIES)
+
+
+def weighting_description(name: str) -> str:
+    """One line for ``mtlue list weightings --json``: the first line of the strategy's module
+    docstring (which cites its paper) and its family."""
+    cls = weighting_class(name)
+    module = sys.modules[cls.__module__]
+    summary = (module.__doc__ or cls.__doc__ or name).strip().splitlines()[0]
+    return f"{summary} [{cls.family}]"
 
 
 def weighting_class(name: str) -> type[Weighting]:

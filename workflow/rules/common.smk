@@ -25,4 +25,5 @@ def all_targets():
     targets = []
     for dataset in DATASETS:
         targets.append(f"{RESULTS}/{dataset}/data/summary.txt")
+        targets.extend(victim_metrics(dataset))
     return targets
