@@ -32,7 +32,7 @@ __all__ = [
 ]
 
 ENTRY_POINT_GROUP = "mtlue.methods"
-_NAME = re.compile(r"^[a-z][a-z0-9_]*$")
+_NAME = re.compile(r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
 
 _METHODS: dict[str, type[UEMethod]] = {}
 
@@ -40,9 +40,12 @@ M = TypeVar("M", bound=type[UEMethod])
 
 
 def register_method(name: str) -> Callable[[M], M]:
-    """Class decorator adding a ``UEMethod`` subclass under ``name`` (lower case, digits, '_')."""
+    """Class decorator adding a ``UEMethod`` subclass under ``name`` (lower case, digits, '_' and
+    inner '-', as in ``mtlue-em``)."""
     if not _NAME.match(name):
-        raise ValueError(f"method name {name!r} must be lower case letters, digits and '_', starting with a letter")
+        raise ValueError(
+            f"method name {name!r} must be lower case letters, digits, '_' and inner '-', starting with a letter"
+        )
 
     def decorator(cls: M) -> M:
         if not (isinstance(cls, type) and issubclass(cls, UEMethod)):
