@@ -1,6 +1,10 @@
-"""Victim training throughput on the embedded ``shapes`` dataset, per backbone and per weighting.
+"""Victim training throughput on the embedded default, per backbone and per weighting.
 
-    python bench/bench_training.py [--batch-size 64] [--steps 2] [--threads 1] [--device cpu]
+    python bench/bench_training.py [--config config/config.yaml] [--batch-size 64] [--steps 4] [--threads 1] [--device cpu]
+
+The data is the config's first dataset (a ``shapes`` dataset with the config's image and crop
+sizes, regenerated at a few batches' size in a scratch folder) and the dense decoders have the
+config's ``victims.decoder_width``.
 
 Two tables, both from the real training loop (``victims.train.fit``: on-device batch gather,
 random crop + flip, forward, losses, the weighting's backward, clipping, Adam):
@@ -35,6 +39,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch
 
+from mtlue.config import load_config
 from mtlue.data import PreparedDataset, create_builder
 from mtlue.data.store import SplitData
 from mtlue.data.tasks import Task
@@ -74,7 +79,7 @@ def measure(dataset: PreparedDataset, tasks: tuple[Task, ...], view: str, backbo
     except ImportError as error:  # optional solver dependencies (cvxpy for Nash-MTL)
         row.note = f"unavailable: {error}"
         return row
-    model = MultiTaskModel(tasks, backbone, image_size=dataset.crop_size).to(device)
+    model = MultiTaskModel(tasks, backbone, image_size=dataset.crop_size, decoder_width=args.decoder_width).to(device)
     config = TrainConfig(epochs=1, batch_size=args.batch_size, eval_every=0, device=args.device, eval_batch_size=args.batch_size)
 
     # Pre-built augmented batches: the warm-up step and the compute-only timing use them.
@@ -117,6 +122,7 @@ def print_table(title: str, rows: list[Row]) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--config", default="config/config.yaml", help="workflow config whose first dataset and victims to measure")
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--steps", type=int, default=4, help="batches per timed epoch")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (see the module docstring)")
@@ -127,18 +133,25 @@ def main() -> None:
     parser.add_argument("--weightings", default="all", help="comma-separated names, or all")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    config = load_config(args.config)
+    name, entry = next(iter(config["datasets"].items()))
+    source = entry.get("source", name)
+    if source != "shapes":
+        parser.error(f"{args.config}: the benchmark regenerates the embedded shapes data; its first dataset is {source!r}")
+    options = {key: value for key, value in entry["options"].items() if key not in ("train_size", "test_size")}
+    args.decoder_width = config["victims"]["decoder_width"]
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "shapes"
         size = max(256, args.batch_size * args.steps)
-        create_builder("shapes", train_size=size, test_size=args.batch_size).prepare(root, Path(scratch) / "raw")
+        create_builder("shapes", **options, train_size=size, test_size=args.batch_size).prepare(root, Path(scratch) / "raw")
         dataset = PreparedDataset(root)
         everything = dataset.tasks
         classification = tuple(task for task in everything if task.kind.is_classification)
         print(
             f"shapes {dataset.image_shape[1]}px (crop {dataset.crop_size}), batch {args.batch_size}, "
-            f"{args.steps} steps/epoch, device {args.device}, {torch.get_num_threads()} thread(s), "
+            f"{args.steps} steps/epoch, decoder width {args.decoder_width}, device {args.device}, {torch.get_num_threads()} thread(s), "
             f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
         )
         backbone_rows = [measure(dataset, everything, "all 12", name, "ew", args) for name in args.backbones.split(",")]

@@ -32,6 +32,34 @@ def test_list_datasets_json_has_descriptions(capsys):
     assert all(entry["description"] for entry in entries)
 
 
+#: What the issues require each registry to hold at least.
+REQUIRED = {
+    "backbones": {"resnet18", "resnet50", "vgg16_bn", "densenet121", "vit_base_patch16_224"},
+    "weightings": {
+        "ew", "uw", "dwa", "rlw", "gradnorm", "gls", "pcgrad", "mgda", "cagrad", "imtl", "graddrop",
+        "gradvac", "aligned_mtl", "fairgrad", "nash_mtl", "upgrad",
+    },
+}
+
+
+@pytest.mark.parametrize("kind", sorted(REQUIRED))
+def test_list_registries_with_descriptions(kind, capsys):
+    assert main(["list", kind]) == 0
+    names = capsys.readouterr().out.split()
+    assert REQUIRED[kind] <= set(names) and names == sorted(names)
+    assert main(["list", kind, "--json"]) == 0
+    entries = json.loads(capsys.readouterr().out)
+    assert [entry["name"] for entry in entries] == names
+    assert all(entry["description"] for entry in entries)
+
+
+def test_weighting_descriptions_cite_the_paper_and_family(capsys):
+    assert main(["list", "weightings", "--json"]) == 0
+    descriptions = {entry["name"]: entry["description"] for entry in json.loads(capsys.readouterr().out)}
+    assert descriptions["pcgrad"].endswith("[gradient aggregation]")
+    assert descriptions["uw"].endswith("[loss scaling]")
+
+
 def test_console_script_entry_point_runs():
     result = subprocess.run([sys.executable, "-m", "mtlue", "list", "datasets"], capture_output=True, text=True)
     assert result.returncode == 0
