@@ -1,0 +1,376 @@
+"""MTL-UE: the generator, its regularisers, its training, and the mtlue-em/-tap/-sep methods.
+
+Tiny data (16 px shapes scenes, 12 px crops) and one or two generator epochs keep the whole file
+to well under a minute on a 2-core CPU; the numbers that matter (parameter counts, regulariser
+values, budget arithmetic) are checked exactly.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from mtlue.cli import main as mtlue_main
+from mtlue.data import PreparedDataset, Task, TaskKind, create_builder
+from mtlue.data.tasks import IGNORE_INDEX
+from mtlue.methods import GenerationContext, MethodError, create_method, make_poison
+from mtlue.methods.mtl_ue_generator import (
+    DenseLabelEmbedding,
+    MTLUEGenerator,
+    inter_task_similarity,
+    intra_task_similarity,
+    latent_size,
+    resolve_stem,
+)
+from mtlue.methods.mtl_ue_training import GeneratorTrainer, StopRule, quantized_deltas, training_source
+from mtlue.poisons import load_store, publish
+from victims.model import MultiTaskModel
+
+EPSILON = 8
+#: One or two generator epochs of 16-sample batches: what every training test can afford.
+TINY = {"max_epochs": 1, "batch_size": 16, "lr_milestones": [1]}
+
+
+@pytest.fixture(scope="module")
+def classification(tmp_path_factory):
+    """32 training scenes with the 9 classification tasks (6 binary, 3 multiclass)."""
+    root = tmp_path_factory.mktemp("mtl_ue")
+    options = dict(train_size=32, test_size=16, image_size=16, crop_size=12, dense_tasks=False)
+    create_builder("shapes", **options).prepare(root / "shapes", root / "raw")
+    return PreparedDataset(root / "shapes")
+
+
+@pytest.fixture(scope="module")
+def dense(tmp_path_factory):
+    """The same scenes with segmentation, depth and normals as well."""
+    root = tmp_path_factory.mktemp("mtl_ue_dense")
+    create_builder("shapes", train_size=32, test_size=16, image_size=16, crop_size=12).prepare(root / "shapes", root / "raw")
+    return PreparedDataset(root / "shapes")
+
+
+@pytest.fixture(scope="module")
+def surrogate_folder(classification, tmp_path_factory):
+    """A clean surrogate trained by the surrogate stage: final model + snapshots at epochs 0, 1."""
+    from mtlue.methods.surrogate import train_surrogate
+    from victims.config import TrainConfig, VictimConfig
+
+    out = tmp_path_factory.mktemp("surrogate") / "surrogate"
+    config = TrainConfig(epochs=2, batch_size=16, device="cpu", eval_every=0)
+    train_surrogate(classification, out, victim=VictimConfig(backbone="test_resnet"), config=config, every=1, progress=False)
+    return out
+
+
+def batch_of(dataset, count=8):
+    source = training_source(dataset, torch.device("cpu"))
+    return source.batch(torch.arange(count))
+
+
+def generator_for(dataset, **options):
+    torch.manual_seed(0)
+    return MTLUEGenerator(dataset.tasks, dataset.image_shape, EPSILON / 255, **options)
+
+
+# --------------------------------------------------------------------------------------------
+# the generator
+
+
+def test_one_embedding_per_class_and_the_release_parameter_counts():
+    # CelebA as the reference counts it (section 2.2): 40 binary tasks, 70 px, small stem, S = 35.
+    tasks = [Task(f"attribute_{k}", TaskKind.BINARY, 2) for k in range(40)]
+    generator = MTLUEGenerator(tasks, (3, 70, 70), EPSILON / 255)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert generator.stem == "small" and generator.latent == (35, 35)
+    assert sum(table.num_embeddings for table in generator.class_embeddings.values()) == 80  # sum_k C_k, not 2^40
+    assert count(generator.class_embeddings) == 1_568_000  # 80 rows of 16 * 35 * 35
+    assert count(generator.encoder) == 675_392  # "about 0.67 M": stem, layer1, layer2 and nothing deeper
+    assert count(generator.decoder) == 842_755  # "about 0.84 M", dominated by the 768 -> 64 ConvT
+    assert generator.decoder[0].in_channels == 128 + 16 * 40
+
+
+def test_mixed_tasks_embed_every_class_and_every_dense_map(dense):
+    generator = generator_for(dense)
+    classification = [t for t in dense.tasks if t.kind.is_classification]
+    assert sum(table.num_embeddings for table in generator.class_embeddings.values()) == sum(t.num_classes for t in classification)
+    assert set(generator.dense_embeddings) == {"segmentation", "depth", "normal"}
+    images, targets = batch_of(dense, 4)
+    delta = generator(images.float() / 255, targets)
+    assert delta.shape == (4, *dense.image_shape)
+    assert generator.decoder_input(images.float() / 255, targets).shape == (4, 128 + 16 * len(dense.tasks), 8, 8)
+
+
+def test_stems_and_latent_grids():
+    assert resolve_stem("auto", 70, 70) == "small" and resolve_stem("auto", 140, 140) == "small"  # CelebA, UTKFace
+    assert resolve_stem("auto", 256, 256) == "imagenet" and resolve_stem("auto", 288, 384) == "imagenet"  # ChestX, NYUv2
+    assert latent_size(256, 256, "imagenet") == (32, 32)  # ChestX-ray14's S = 32
+    assert latent_size(17, 15, "small") == (9, 8)
+    with pytest.raises(ValueError, match="choose auto, small"):
+        resolve_stem("large", 64, 64)
+    # The x8 decoder restores the stored size, odd sides included (the extra row is cut off).
+    tasks = [Task("finding", TaskKind.BINARY, 2)]
+    generator = MTLUEGenerator(tasks, (1, 41, 64), EPSILON / 255, stem="imagenet").eval()
+    assert generator.latent == (6, 8)
+    delta = generator(torch.rand(2, 1, 41, 64), {"finding": torch.tensor([0, 1])})
+    assert delta.shape == (2, 1, 41, 64)
+
+
+def test_output_is_hard_clamped_to_epsilon(classification):
+    generator = generator_for(classification).eval()
+    with torch.no_grad():
+        generator.decoder[-1].weight.mul_(1000.0)  # drive the raw output far past the budget
+    images, targets = batch_of(classification)
+    with torch.no_grad():
+        delta = generator(images.float() / 255, targets)
+    assert float(delta.abs().max()) == pytest.approx(EPSILON / 255, abs=1e-7)
+    assert (delta.abs() == delta.abs().max()).float().mean() > 0.5  # a clamp, not a rescaling
+
+
+def test_partial_protection_gives_an_unprotected_task_one_input_for_all_classes(classification):
+    generator = generator_for(classification, unprotected=["has_circle", "count"])
+    batch = 4
+    targets = {t.name: torch.zeros(batch, dtype=torch.long) for t in classification.tasks}
+    targets["has_circle"] = torch.tensor([0, 1, 0, 1])
+    targets["count"] = torch.tensor([0, 1, 2, 3])
+    targets["has_square"] = torch.tensor([0, 1, 0, 1])
+    maps = dict(zip([t.name for t in classification.tasks], generator.label_maps(targets, batch)))
+    for name in ("has_circle", "count"):
+        assert torch.equal(maps[name][0], maps[name][1]) and torch.equal(maps[name][0], maps[name][3])
+        mean = generator.class_embeddings[name].weight.mean(dim=0)
+        assert torch.allclose(maps[name][2].flatten(), mean)
+        assert not maps[name].requires_grad  # detached: the loss cannot reshape that table
+    assert not torch.equal(maps["has_square"][0], maps["has_square"][1])  # protected: its label's row
+    assert [t.name for t in generator.protected_classification_tasks].count("count") == 0
+    assert len(generator.protected_class_embeddings()) == 7
+
+
+def test_label_free_generator_ignores_labels_and_image_free_generator_ignores_the_image(classification):
+    images, targets = batch_of(classification, 4)
+    x = images.float() / 255
+    other_targets = {name: (value.long() + 1) % 2 for name, value in targets.items()}
+    other_images = torch.rand_like(x)
+
+    z_only = generator_for(classification, label_priors=False).eval()
+    assert z_only.decoder[0].in_channels == 128 and not z_only.class_embeddings
+    assert torch.equal(z_only(x, targets), z_only(x, other_targets))
+    assert torch.equal(z_only(x, targets), z_only(x))
+    assert not torch.equal(z_only(x, targets), z_only(other_images, targets))
+
+    embeddings_only = generator_for(classification, image_encoder=False).eval()
+    assert embeddings_only.encoder is None and embeddings_only.decoder[0].in_channels == 16 * 9
+    assert torch.equal(embeddings_only(x, targets), embeddings_only(other_images, targets))
+    assert not torch.equal(embeddings_only(x, targets), embeddings_only(x, other_targets))
+
+    full = generator_for(classification).eval()
+    assert not torch.equal(full(x, targets), full(other_images, targets))
+    assert not torch.equal(full(x, targets), full(x, other_targets))
+    with pytest.raises(ValueError, match="leave the decoder no input"):
+        generator_for(classification, label_priors=False, image_encoder=False)
+    with pytest.raises(ValueError, match="needs the targets"):
+        full(x)
+
+
+def test_dense_label_embedding_encodes_the_label_map():
+    segmentation = DenseLabelEmbedding(Task("segmentation", TaskKind.SEGMENTATION, 4), (2, 2))
+    labels = torch.tensor([[[0, 1], [3, IGNORE_INDEX]]], dtype=torch.uint8)
+    encoded = segmentation.encode_label(labels)
+    assert encoded.shape == (1, 4, 2, 2)
+    assert encoded[0, :, 1, 1].sum() == 0  # ignored pixel: no class
+    assert encoded[0, 3, 1, 0] == 1 and encoded[0, 1, 0, 1] == 1
+    depth = DenseLabelEmbedding(Task("depth", TaskKind.DEPTH, 1), (1, 1))
+    encoded = depth.encode_label(torch.tensor([[[2.0, 0.0]]]))
+    assert encoded[0, :, 0].tolist() == [[2.0, 0.0], [1.0, 0.0]]  # metres and the valid mask
+    normal = DenseLabelEmbedding(Task("normal", TaskKind.NORMAL, 3), (4, 4))
+    out = normal(torch.nn.functional.normalize(torch.randn(2, 3, 16, 16), dim=1))
+    assert out.shape == (2, 16, 4, 4)
+    with pytest.raises(ValueError, match="for dense tasks"):
+        DenseLabelEmbedding(Task("smiling", TaskKind.BINARY, 2), (2, 2))
+
+
+# --------------------------------------------------------------------------------------------
+# the embedding regularisers
+
+
+def test_regularisers_on_constructed_embeddings():
+    basis = torch.eye(6)
+    orthogonal = [basis[0:2], basis[2:4], basis[4:6]]
+    assert float(inter_task_similarity(orthogonal)) == 0.0
+    assert float(intra_task_similarity(orthogonal)) == 0.0
+    identical = [torch.ones(3, 5) * torch.tensor([[1.0], [2.0], [0.5]])]  # same direction, other lengths
+    assert float(intra_task_similarity(identical)) == pytest.approx(1.0)
+    assert float(inter_task_similarity(identical)) == 0.0  # one task: no cross-task pair
+    row = torch.randn(1, 7)
+    opposite = [torch.cat([row, -row]), torch.cat([-row, row])]
+    assert float(intra_task_similarity(opposite)) == pytest.approx(-1.0)
+    assert float(inter_task_similarity(opposite)) == pytest.approx(1.0)  # |cos| counts -1 too
+
+
+def test_intra_task_term_pools_pairs_over_tasks_as_the_paper_does():
+    # A 3-class task whose rows coincide (3 pairs at cos 1) and a binary task with opposite rows
+    # (1 pair at cos -1): pooled over the 4 pairs = 0.5; the release's per-task mean would give 0.
+    row = torch.randn(1, 4)
+    embeddings = [row.repeat(3, 1), torch.cat([row, -row])]
+    assert float(intra_task_similarity(embeddings)) == pytest.approx(0.5)
+    assert float(inter_task_similarity(embeddings)) == pytest.approx(1.0)
+
+
+# --------------------------------------------------------------------------------------------
+# training
+
+
+def frozen_surrogate(dataset):
+    torch.manual_seed(1)
+    model = MultiTaskModel(dataset.tasks, "test_resnet", image_size=dataset.crop_size)
+    return model.eval().requires_grad_(False)
+
+
+def trainer_for(dataset, generator, surrogate, *, intra=10.0, inter=200.0, augment=False, lr=1e-3):
+    return GeneratorTrainer(
+        generator, [surrogate], dataset.tasks, "em", crop_size=dataset.crop_size, augment=augment,
+        intra_task_weight=intra, inter_task_weight=inter, lr=lr, weight_decay=1e-4, lr_milestones=[60, 80],
+        lr_gamma=0.1, data_generator=torch.Generator().manual_seed(0),
+    )
+
+
+def test_generator_steps_lower_the_loss(classification):
+    surrogate = frozen_surrogate(classification)
+    trainer = trainer_for(classification, generator_for(classification), surrogate)
+    images, targets = batch_of(classification, 4)
+    losses = [trainer.step(images, targets)["loss"] for _ in range(4)]
+    assert losses[-1] < losses[0]
+    assert all(p.grad is None for p in surrogate.parameters())  # the surrogate stays frozen
+
+
+def test_regulariser_switches_change_the_loss_by_their_term(classification):
+    surrogate = frozen_surrogate(classification)
+    images, targets = batch_of(classification)
+    generator = generator_for(classification)
+    with torch.no_grad():
+        full, terms = trainer_for(classification, generator, surrogate).loss(images, targets)
+        without_intra, _ = trainer_for(classification, generator, surrogate, intra=0.0).loss(images, targets)
+        without_inter, _ = trainer_for(classification, generator, surrogate, inter=0.0).loss(images, targets)
+    # Same crop (augment off) and train-mode batch statistics: the base loss is the same each time.
+    assert float(full - without_intra) == pytest.approx(10.0 * terms["intra_task"], rel=1e-4, abs=1e-6)
+    assert float(full - without_inter) == pytest.approx(200.0 * terms["inter_task"], rel=1e-4, abs=1e-6)
+    assert 0 < terms["inter_task"] < 0.1  # N(0, 1) rows of 1,024 entries: nearly orthogonal
+
+
+def test_dense_tasks_train_their_label_embeddings(dense):
+    torch.manual_seed(1)
+    surrogate = MultiTaskModel(dense.tasks, "test_resnet", image_size=dense.crop_size, decoder_width=0.125)
+    generator = generator_for(dense)
+    trainer = trainer_for(dense, generator, surrogate.eval().requires_grad_(False), augment=True)
+    images, targets = batch_of(dense, 4)
+    trainer.step(images, targets)
+    for name in ("segmentation", "depth", "normal"):
+        assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.dense_embeddings[name].parameters())
+
+
+def test_stop_rule_groups_binary_and_multiclass_errors():
+    tasks = [Task("a", TaskKind.BINARY, 2), Task("b", TaskKind.BINARY, 2), Task("c", TaskKind.MULTICLASS, 3)]
+    rule = StopRule(binary=0.1, multiclass=1e-4, targeted=True)
+    assert rule.reached(tasks, {"a": 0.0, "b": 0.2, "c": 0.0})  # binary mean 0.1
+    assert not rule.reached(tasks, {"a": 0.0, "b": 0.3, "c": 0.0})
+    assert not rule.reached(tasks, {"a": 0.0, "b": 0.0, "c": 0.01})
+    assert not rule.reached([Task("depth", TaskKind.DEPTH, 1)], {})  # nothing measurable: run to the cap
+
+
+def test_quantized_deltas_stay_in_budget_and_in_the_image_range(classification):
+    generator = generator_for(classification).eval()
+    with torch.no_grad():
+        generator.decoder[-1].weight.zero_()
+        generator.decoder[-1].bias.fill_(1.0)  # every raw output far above +epsilon
+    columns = torch.tensor([0, 3, 250, 255], dtype=torch.uint8).repeat_interleave(4)  # 16 columns
+    images = columns.expand(4, 3, 16, 16).contiguous()
+    _, targets = batch_of(classification, 4)
+    steps = quantized_deltas(generator, images, targets, EPSILON)
+    # Clamped at +8, then cut so that x + delta <= 255.
+    assert set(zip(images[0, 0, 0].tolist(), steps[0, 0, 0].tolist())) == {(0, 8), (3, 8), (250, 5), (255, 0)}
+    with torch.no_grad():
+        generator.decoder[-1].bias.fill_(-1.0)
+    steps = quantized_deltas(generator, images, targets, EPSILON)
+    assert set(zip(images[0, 0, 0].tolist(), steps[0, 0, 0].tolist())) == {(0, 0), (3, -3), (250, -8), (255, -8)}
+
+
+# --------------------------------------------------------------------------------------------
+# the methods
+
+
+@pytest.fixture(scope="module")
+def em_deltas(classification):
+    method = create_method("mtlue-em", surrogate_backbone="test_resnet", **TINY)
+    return method.generate(classification, GenerationContext(seed=3)), method.history
+
+
+def test_em_deltas_fit_the_budget_on_the_published_images(classification, em_deltas):
+    deltas, history = em_deltas
+    train = classification.split("train")
+    assert deltas.dtype == np.int8 and deltas.shape == (32, *classification.image_shape)
+    assert np.abs(deltas.astype(np.int16)).max() <= EPSILON
+    published = publish(np.asarray(train.images), deltas)
+    # Exact: the stored delta is what the published uint8 image differs by, nothing clipped away.
+    assert np.array_equal(published.astype(np.int16) - train.images, deltas.astype(np.int16))
+    assert np.abs(deltas.astype(np.int16)).mean() > 1  # the generator perturbs
+    assert len(history) == 1 and set(history[0]["errors"]) == {t.name for t in classification.tasks}
+
+
+def test_em_is_byte_identical_for_a_seed(classification, em_deltas):
+    again = create_method("mtlue-em", surrogate_backbone="test_resnet", **TINY).generate(classification, GenerationContext(seed=3))
+    assert again.tobytes() == em_deltas[0].tobytes()
+
+
+def test_tap_end_to_end_through_mtlue_poison(classification, surrogate_folder, tmp_path, capsys):
+    out = tmp_path / "poisons" / "mtlue-tap"
+    code = mtlue_main([
+        "poison", "--data", str(classification.root), "--method", "mtlue-tap", "--out", str(out),
+        "--surrogate", str(surrogate_folder / "final.pt"),
+        "--set", "max_epochs=1", "--set", "batch_size=16", "--set", "lr_milestones=[1]",
+        "--set", "unprotected_tasks=[has_circle]",
+    ])
+    assert code == 0, capsys.readouterr().err
+    store = load_store(out, classification)
+    assert store.card.method == "mtlue-tap"
+    assert store.card.hyperparameters["unprotected_tasks"] == ["has_circle"]
+    assert store.card.hyperparameters["lr_milestones"] == [1]
+    deltas = np.asarray(store.deltas)
+    assert deltas.shape == (32, 3, 16, 16) and np.abs(deltas.astype(np.int16)).max() <= EPSILON
+
+
+def test_sep_averages_over_the_snapshots(classification, surrogate_folder, tmp_path):
+    from mtlue.methods.surrogate import surrogate_files
+
+    _, snapshots = surrogate_files(surrogate_folder)
+    assert len(snapshots) == 2
+    method = create_method("mtlue-sep", **TINY)
+    context = GenerationContext(seed=0, surrogate_checkpoints=snapshots)
+    store = make_poison(classification, method, context, tmp_path / "sep")
+    assert len(store.card.surrogates) == 2  # the card names both snapshots the poison was made against
+    assert np.abs(np.asarray(store.deltas).astype(np.int16)).max() <= EPSILON
+    assert math.isfinite(method.history[0]["base_loss"])
+
+
+# --------------------------------------------------------------------------------------------
+# bad inputs
+
+
+def test_bad_hyperparameters_name_the_fix(classification):
+    with pytest.raises(MethodError, match="lr_milestones must be increasing"):
+        create_method("mtlue-em", lr_milestones=[80, 60])
+    with pytest.raises(MethodError, match="cannot both be false"):
+        create_method("mtlue-tap", label_priors=False, image_encoder=False)
+    with pytest.raises(MethodError, match="unprotected_tasks is a list of task names"):
+        create_method("mtlue-tap", unprotected_tasks="smiling")
+    with pytest.raises(MethodError, match="batch_size must be at least 2"):
+        create_method("mtlue-sep", batch_size=1)
+    with pytest.raises(MethodError, match="no hyperparameter.*surrogate_backbone"):
+        create_method("mtlue-tap", surrogate_backbone="resnet18")  # TAP's surrogate comes from --surrogate
+    with pytest.raises(MethodError, match="does not have; its tasks: has_circle"):
+        create_method("mtlue-em", unprotected_tasks=["smiling"], **TINY).generate(classification, GenerationContext())
+    every = [task.name for task in classification.tasks]
+    with pytest.raises(MethodError, match="nothing would be protected"):
+        create_method("mtlue-em", unprotected_tasks=every, **TINY).generate(classification, GenerationContext())
+    with pytest.raises(MethodError, match="needs a clean surrogate model"):
+        create_method("mtlue-tap", **TINY).generate(classification, GenerationContext())
+    with pytest.raises(MethodError, match="surrogate_backbone 'no_such_net'"):
+        create_method("mtlue-em", surrogate_backbone="no_such_net", **TINY).generate(classification, GenerationContext())
