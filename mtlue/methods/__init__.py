@@ -4,7 +4,7 @@ Importing this package registers ``clean``, ``lsp`` and ``ar``; installed packag
 through the ``mtlue.methods`` entry-point group (see ``registry``).
 """
 
-from . import ar, clean, lsp  # noqa: F401  (importing them registers the built-in methods)
+from . import ar, clean, em, lsp, sep, tap  # noqa: F401  (importing them registers the built-in methods)
 from . import mtl_ue  # noqa: F401  (registers mtlue-em, mtlue-tap, mtlue-sep; torch loads only when one runs)
 from .base import GenerationContext, MethodError, NoHyperparameters, Requirement, UEMethod
 from .classwise import ClasswiseHyperparameters, ClasswiseMethod, classification_tasks

@@ -1,0 +1,47 @@
+"""``sep``: self-ensemble protection, targeted PGD against the checkpoints of one training run.
+
+Sizhe Chen, Geng Yuan, Xinwen Cheng, Yifan Gong, Minghai Qin, Yanzhi Wang, Xiaolin Huang.
+"Self-Ensemble Protection: Training Checkpoints Are Good Data Protectors". ICLR 2023.
+https://arxiv.org/abs/2211.12005
+
+The checkpoints of a single clean training run disagree enough to act as an ensemble: a
+perturbation that pushes all of them toward a wrong class transfers to victims better than one
+made on the final model alone. Here: the ``"tap"`` objective of :mod:`mtlue.methods.objectives`
+(shifted labels; loss ascent for depth and normals), with each PGD step's input gradient
+averaged over the checkpoints, every checkpoint seeing the same crop.
+
+Defaults, MTL-UE's (Yu et al., ICML 2025, reference §2.5 and §3): the 15 checkpoints of one
+clean surrogate run at epochs 0, 4, ..., 56 of 60 (``mtlue surrogate --every 4``: pass each
+``OUT/epoch_*.pt`` with ``--surrogate-checkpoint``), epsilon 8/255, 20 PGD steps of 0.8/255,
+uniform random start. The random streams are the ``tap`` objective's, not named after this
+method, so SEP with a single checkpoint makes exactly TAP's perturbation with that model.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from mtlue.data.store import PreparedDataset
+
+from .base import GenerationContext, Requirement, UEMethod
+from .registry import register_method
+from .tap import PGDHyperparameters
+
+__all__ = ["SEPMethod"]
+
+
+@register_method("sep")
+class SEPMethod(UEMethod):
+    """TAP's objective with the gradient averaged over surrogate checkpoints (Chen et al., ICLR 2023)."""
+
+    description = "self-ensemble protection: targeted PGD averaged over a clean run's checkpoints (Chen et al., ICLR 2023)"
+    requires = Requirement.SURROGATE_CHECKPOINTS
+    Hyperparameters = PGDHyperparameters
+
+    def generate_deltas(self, dataset: PreparedDataset, context: GenerationContext) -> np.ndarray:
+        from .pgd import generation_device, perturb_split
+        from .surrogate import load_surrogate
+
+        device = generation_device(context)
+        models = [load_surrogate(path, dataset, device) for path in context.surrogate_checkpoints]
+        return perturb_split(models, dataset, context, self.hyperparameters, objective="tap", stream="tap")

@@ -1,0 +1,259 @@
+"""Per-sample, surrogate-dependent UE methods (em, tap, sep): objectives, PGD, budget, determinism."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from mtlue.data import DatasetWriter, PreparedDataset, Task, TaskKind, create_builder
+from mtlue.data.tasks import IGNORE_INDEX
+from mtlue.methods import GenerationContext, MethodError, Requirement, create_method, method_class
+from mtlue.methods.em import EMHyperparameters, error_minimizing_noise
+from mtlue.methods.objectives import shifted_targets, ue_loss
+from mtlue.methods.pgd import (
+    objective_value,
+    pgd_minimize,
+    quantize_delta,
+    random_start,
+    split_source,
+    torch_generator,
+)
+from mtlue.methods.surrogate import load_surrogate, surrogate_files, train_surrogate
+from mtlue.poisons import publish
+from victims.augment import CenterCrop
+from victims.config import TrainConfig, VictimConfig
+from victims.losses import task_loss
+from victims.model import MultiTaskModel
+from victims.train import seed_everything
+
+SHAPES = dict(train_size=32, test_size=16, image_size=16, crop_size=12)
+#: Few, large steps: enough to move the objective on tiny data within the test budget.
+QUICK = dict(steps=3, step_size=2.0, batch_size=16)
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread():
+    # On 2 shared cores, two torch threads on these tiny tensors run ~25x slower than one.
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def shapes(tmp_path_factory) -> PreparedDataset:
+    root = tmp_path_factory.mktemp("data")
+    create_builder("shapes", dense_tasks=False, **SHAPES).prepare(root / "shapes", root / "raw")
+    return PreparedDataset(root / "shapes")
+
+
+@pytest.fixture(scope="module")
+def dense_shapes(tmp_path_factory) -> PreparedDataset:
+    """Every task kind: binary, multiclass, segmentation, depth, normal."""
+    root = tmp_path_factory.mktemp("data")
+    create_builder("shapes", **SHAPES).prepare(root / "dense", root / "raw")
+    return PreparedDataset(root / "dense")
+
+
+@pytest.fixture(scope="module")
+def surrogate(shapes, tmp_path_factory):
+    """(final model, snapshots at epochs 0 and 1) of a 2-epoch clean run."""
+    out = tmp_path_factory.mktemp("surrogate") / "surrogate"
+    recipe = TrainConfig(epochs=2, batch_size=16, device="cpu", eval_every=0, num_threads=1)
+    train_surrogate(shapes, out, victim=VictimConfig(backbone="test_resnet"), config=recipe, every=1, progress=False)
+    return surrogate_files(out)
+
+
+def assert_within_budget(dataset: PreparedDataset, deltas: np.ndarray, epsilon: int) -> None:
+    clean = dataset.split("train").images
+    assert deltas.dtype == np.int8 and deltas.shape == clean.shape
+    published = publish(clean, deltas).astype(np.int16)
+    change = published - clean.astype(np.int16)
+    assert np.abs(change).max() <= epsilon
+    # Deltas are clipped to the pixel range too, so the published change is exactly the delta.
+    assert np.array_equal(change, deltas.astype(np.int16))
+    assert np.count_nonzero(deltas) > 0.5 * deltas.size
+
+
+# --------------------------------------------------------------------------------------------
+# Objectives
+
+
+def test_shifted_targets_change_every_label_and_keep_ignored_pixels():
+    generator = torch.Generator().manual_seed(0)
+    for classes in range(2, 8):
+        tasks = [
+            Task("binary", TaskKind.BINARY, 2),
+            Task("multi", TaskKind.MULTICLASS, classes),
+            Task("seg", TaskKind.SEGMENTATION, classes),
+            Task("depth", TaskKind.DEPTH, 1),
+            Task("normal", TaskKind.NORMAL, 3),
+        ]
+        segmentation = torch.randint(0, classes, (4, 6, 6), generator=generator).to(torch.uint8)
+        segmentation[:, :2] = IGNORE_INDEX
+        targets = {
+            "binary": torch.randint(0, 2, (50,), generator=generator).to(torch.uint8),
+            "multi": torch.arange(50).remainder(classes).to(torch.uint8),
+            "seg": segmentation,
+            "depth": torch.rand(4, 6, 6, generator=generator),
+            "normal": torch.randn(4, 3, 6, 6, generator=generator),
+        }
+        shifted = shifted_targets(tasks, targets)
+        assert all(shifted[name].dtype == targets[name].dtype for name in targets)
+        assert torch.equal(shifted["binary"], 1 - targets["binary"])
+        multi = shifted["multi"].long()
+        assert bool((multi != targets["multi"].long()).all()) and int(multi.max()) < classes
+        assert torch.equal(multi, (targets["multi"].long() + classes // 2) % classes)
+        ignored = targets["seg"] == IGNORE_INDEX
+        assert bool((shifted["seg"][ignored] == IGNORE_INDEX).all())
+        assert bool((shifted["seg"][~ignored] != targets["seg"][~ignored]).all())
+        assert int(shifted["seg"][~ignored].max()) < classes
+        assert shifted["depth"] is targets["depth"] and shifted["normal"] is targets["normal"]
+
+    with pytest.raises(KeyError, match="no entry for task\\(s\\) normal; pass one target tensor per task"):
+        shifted_targets(tasks, {name: value for name, value in targets.items() if name != "normal"})
+
+
+def test_ue_losses_are_the_mean_task_loss_and_ascend_where_no_class_can_be_targeted(dense_shapes):
+    tasks = dense_shapes.tasks
+    seed_everything(0)
+    model = MultiTaskModel(tasks, "test_resnet", image_size=dense_shapes.crop_size, decoder_width=0.125).eval()
+    source = split_source(dense_shapes, torch.device("cpu"))
+    images, targets = source.batch(torch.arange(4))
+    view, view_targets = CenterCrop(tasks, dense_shapes.crop_size)(images.float() / 255, targets)
+    with torch.no_grad():
+        outputs = model(view)
+    true_losses = [task_loss(task)(outputs[task.name], view_targets[task.name]) for task in tasks]
+    assert float(ue_loss("em", outputs, view_targets, tasks)) == pytest.approx(float(torch.stack(true_losses).mean()))
+
+    goal = shifted_targets(tasks, view_targets)
+    expected = [
+        task_loss(task)(outputs[task.name], goal[task.name]) if task.kind not in (TaskKind.DEPTH, TaskKind.NORMAL)
+        else -task_loss(task)(outputs[task.name], view_targets[task.name])
+        for task in tasks
+    ]
+    assert float(ue_loss("tap", outputs, view_targets, tasks)) == pytest.approx(float(torch.stack(expected).mean()))
+    with pytest.raises(ValueError, match="unknown UE objective 'emm'; choose one of em, tap"):
+        ue_loss("emm", outputs, view_targets, tasks)
+
+
+# --------------------------------------------------------------------------------------------
+# PGD
+
+
+def test_quantize_rounds_to_the_grid_and_clips_to_budget_and_pixel_range():
+    images = torch.tensor([0, 3, 128, 128, 128, 250, 255], dtype=torch.uint8)
+    delta = torch.tensor([-2.0, -5.2, 7.6, -8.4, 0.4, 6.0, 1.0])
+    assert quantize_delta(delta, images, 8).tolist() == [0, -3, 8, -8, 0, 5, 0]
+    with pytest.raises(FloatingPointError, match="NaN or infinite"):
+        quantize_delta(torch.tensor([float("nan")]), images[:1], 8)
+
+
+@pytest.mark.parametrize("objective", ["em", "tap"])
+def test_pgd_lowers_the_objective_from_the_random_start_for_every_task_kind(dense_shapes, objective):
+    tasks, crop, epsilon = dense_shapes.tasks, dense_shapes.crop_size, 8
+    seed_everything(0)
+    model = MultiTaskModel(tasks, "test_resnet", image_size=crop, decoder_width=0.125).eval()
+    images, targets = split_source(dense_shapes, torch.device("cpu")).batch(torch.arange(8))
+    start = random_start(images, epsilon, torch.Generator().manual_seed(0))
+    assert float(start.abs().max()) <= epsilon
+    # Centre crop: the objective is then a deterministic function of the delta.
+    delta = pgd_minimize([model], images, targets, tasks, objective=objective, epsilon=epsilon, step_size=1.0,
+                         steps=5, crop_size=crop, start=start, generator=None)
+    before = objective_value([model], images, start, targets, tasks, objective=objective, crop_size=crop)
+    after = objective_value([model], images, delta, targets, tasks, objective=objective, crop_size=crop)
+    assert after < before
+    pixels = images.float() + delta
+    assert float(delta.abs().max()) <= epsilon and float(pixels.min()) >= 0 and float(pixels.max()) <= 255
+
+
+# --------------------------------------------------------------------------------------------
+# Methods
+
+
+def test_methods_declare_what_they_need():
+    assert method_class("em").requires is Requirement.SURROGATE_ALONGSIDE
+    assert method_class("tap").requires is Requirement.SURROGATE
+    assert method_class("sep").requires is Requirement.SURROGATE_CHECKPOINTS
+    defaults = create_method("tap").hyperparameters_dict()
+    assert defaults == {"steps": 20, "step_size": 0.8, "batch_size": 128, "augment": True}
+    em = create_method("em").hyperparameters_dict()
+    assert (em["model_steps"], em["stop_error"], em["backbone"]) == (10, 0.01, "resnet18")
+
+
+def test_bad_hyperparameters_and_contexts_are_refused_with_the_fix(shapes, surrogate):
+    with pytest.raises(MethodError, match="steps must be at least 1"):
+        create_method("tap", steps=0)
+    with pytest.raises(MethodError, match="unknown backbone 'resnet0'"):
+        create_method("em", backbone="resnet0")
+    with pytest.raises(MethodError, match="needs the checkpoints of a clean surrogate run.*--surrogate-checkpoint"):
+        create_method("sep").generate(shapes, GenerationContext())
+    final, _ = surrogate
+    with pytest.raises(MethodError, match="'cuda' requested but CUDA is not available"):
+        create_method("tap", **QUICK).generate(shapes, GenerationContext(surrogate=final, device="cuda"))
+
+
+def test_tap_pushes_the_surrogate_toward_the_shifted_labels_within_budget(shapes, surrogate):
+    final, _ = surrogate
+    context = GenerationContext(seed=0, surrogate=final)
+    deltas = create_method("tap", **QUICK).generate(shapes, context)
+    assert_within_budget(shapes, deltas, 8)
+    assert np.array_equal(deltas, create_method("tap", **QUICK).generate(shapes, context))  # byte-identical
+
+    model = load_surrogate(final, shapes)
+    images, targets = split_source(shapes, torch.device("cpu")).batch(torch.arange(len(deltas)))
+    zero = torch.zeros(images.shape)
+    poisoned = torch.from_numpy(deltas).float()
+    clean_loss = objective_value([model], images, zero, targets, shapes.tasks, objective="tap", crop_size=shapes.crop_size)
+    poisoned_loss = objective_value([model], images, poisoned, targets, shapes.tasks, objective="tap", crop_size=shapes.crop_size)
+    assert poisoned_loss < clean_loss
+
+
+def test_sep_with_one_checkpoint_is_tap_with_that_checkpoint(shapes, surrogate):
+    final, (first, second) = surrogate
+    tap = create_method("tap", **QUICK).generate(shapes, GenerationContext(seed=3, surrogate=second))
+    sep = create_method("sep", **QUICK).generate(shapes, GenerationContext(seed=3, surrogate_checkpoints=(second,)))
+    assert np.array_equal(tap, sep)
+    ensemble = create_method("sep", **QUICK).generate(shapes, GenerationContext(seed=3, surrogate_checkpoints=(first, second)))
+    assert_within_budget(shapes, ensemble, 8)
+    assert not np.array_equal(ensemble, sep)  # the other checkpoint's gradient counts
+
+
+EM_QUICK = dict(backbone="test_resnet", steps=5, step_size=4.0, batch_size=16, model_steps=10)
+
+
+def test_em_stops_once_the_surrogate_fits_the_noisy_data(shapes):
+    """Large budget so the alternation gets there in a few rounds on 32 samples."""
+    context = GenerationContext(seed=0, epsilon=32)
+    run = error_minimizing_noise(shapes, context, EMHyperparameters(**EM_QUICK, stop_error=0.3, max_rounds=10))
+    errors = [record["train_error"] for record in run.rounds]
+    assert run.stopped_by == "stop_error" and len(errors) < 10
+    assert errors[-1] <= 0.3 and all(error > 0.3 for error in errors[:-1])
+    assert errors[-1] < errors[0]  # the min-min noise made the data easy
+    assert_within_budget(shapes, run.deltas, 32)
+
+
+def test_em_stops_at_the_round_cap_and_is_deterministic(shapes):
+    context = GenerationContext(seed=1)
+    settings = dict(EM_QUICK, steps=2, model_steps=2, stop_error=0.0, max_rounds=2)
+    run = error_minimizing_noise(shapes, context, EMHyperparameters(**settings))
+    assert run.stopped_by == "max_rounds" and [record["round"] for record in run.rounds] == [1, 2]
+    assert_within_budget(shapes, run.deltas, 8)
+    deltas = create_method("em", **settings).generate(shapes, context)
+    assert np.array_equal(deltas, run.deltas)  # the method is this run, and byte-identical when repeated
+
+
+def test_em_without_any_error_rate_runs_to_the_cap(tmp_path):
+    root = tmp_path / "depth_only"
+    rng = np.random.default_rng(0)
+    with DatasetWriter(root, name="depth_only", tasks=(Task("depth", TaskKind.DEPTH, 1),), image_shape=(3, 16, 16), crop_size=12) as writer:
+        for split in ("train", "test"):
+            data = writer.split(split, 6)
+            data.images[:] = rng.integers(0, 256, data.images.shape, dtype=np.uint8)
+            data.targets["depth"][:] = rng.uniform(0.5, 5.0, data.targets["depth"].shape)
+    dataset = PreparedDataset(root)
+    settings = dict(EM_QUICK, steps=1, model_steps=1, max_rounds=2, decoder_width=0.125)
+    run = error_minimizing_noise(dataset, GenerationContext(), EMHyperparameters(**settings))
+    assert run.stopped_by == "max_rounds" and [record["train_error"] for record in run.rounds] == [None, None]
+    assert_within_budget(dataset, run.deltas, 8)
