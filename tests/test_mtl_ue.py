@@ -254,6 +254,11 @@ def test_regulariser_switches_change_the_loss_by_their_term(classification):
     assert float(full - without_intra) == pytest.approx(10.0 * terms["intra_task"], rel=1e-4, abs=1e-6)
     assert float(full - without_inter) == pytest.approx(200.0 * terms["inter_task"], rel=1e-4, abs=1e-6)
     assert 0 < terms["inter_task"] < 0.1  # N(0, 1) rows of 1,024 entries: nearly orthogonal
+    # The methods' ablation switches zero exactly these weights.
+    paper = create_method("mtlue-tap").hyperparameters
+    assert (paper.effective_intra_task_weight, paper.effective_inter_task_weight) == (10.0, 200.0)
+    ablated = create_method("mtlue-tap", intra_task_term=False, inter_task_term=False).hyperparameters
+    assert (ablated.effective_intra_task_weight, ablated.effective_inter_task_weight) == (0.0, 0.0)
 
 
 def test_dense_tasks_train_their_label_embeddings(dense):

@@ -127,6 +127,9 @@ class MTLUEHyperparameters:
 class MTLUEEMHyperparameters(MTLUEHyperparameters):
     #: Network of the alternately trained surrogate (release: the victim, MTL ResNet-18).
     surrogate_backbone: str = "resnet18"
+    #: Multiplier of the surrogate's dense-task decoder widths, as the victims' decoder_width
+    #: (1 = segmentation-models-pytorch's; smaller for CPU runs of dense data).
+    surrogate_decoder_width: float = 1.0
     #: Surrogate mini-batch steps after each generator epoch (release: train_step 2).
     surrogate_steps: int = 2
     #: The victim recipe's Adam and clipping (reference 2.5, 5).
@@ -140,6 +143,8 @@ class MTLUEEMHyperparameters(MTLUEHyperparameters):
             raise ValueError(f"surrogate_steps must be at least 1 (min-min needs the surrogate to learn), got {self.surrogate_steps}")
         if not (self.surrogate_lr > 0 and self.surrogate_clip_norm > 0 and self.surrogate_weight_decay >= 0):
             raise ValueError("surrogate_lr and surrogate_clip_norm must be positive and surrogate_weight_decay >= 0")
+        if not self.surrogate_decoder_width > 0:
+            raise ValueError(f"surrogate_decoder_width multiplies decoder widths and must be > 0, got {self.surrogate_decoder_width}")
 
 
 @dataclass(frozen=True)
@@ -211,7 +216,8 @@ class MTLUEEMMethod(MTLUEMethod):
         hp = self.hyperparameters
         try:
             model = MultiTaskModel(
-                dataset.tasks, hp.surrogate_backbone, image_size=dataset.crop_size, in_chans=dataset.image_shape[0]
+                dataset.tasks, hp.surrogate_backbone, image_size=dataset.crop_size, in_chans=dataset.image_shape[0],
+                decoder_width=hp.surrogate_decoder_width,
             ).to(device)
         except BackboneError as error:
             raise MethodError(f"method {self.name!r}: surrogate_backbone {hp.surrogate_backbone!r}: {error}") from None
