@@ -17,7 +17,6 @@ from mtlue.methods.pgd import (
     quantize_delta,
     random_start,
     split_source,
-    torch_generator,
 )
 from mtlue.methods.surrogate import load_surrogate, surrogate_files, train_surrogate
 from mtlue.poisons import publish

@@ -10,10 +10,11 @@ Two objectives, each a scalar to MINIMISE with respect to the perturbed images:
 - ``"tap"`` -- targeted adversarial poisoning (Fowl et al., "Adversarial Examples Make Strong
   Poisons", NeurIPS 2021, https://arxiv.org/abs/2106.10807), also SEP's objective (Chen et
   al., ICLR 2023, https://arxiv.org/abs/2211.12005): the perturbation pushes the clean
-  surrogate toward a wrong, fixed target class. Fowl et al. target the class permutation
-  ``y -> (y + 1) mod C``; MTL-UE's multi-task baselines shift every label by half the classes,
-  ``y -> (y + floor(C/2)) mod C`` (binary: ``1 - y``), so the target is as far from the truth
-  as the label set allows; we take MTL-UE's rule (see :func:`shifted_targets`).
+  surrogate toward a wrong, fixed target class (a fixed permutation of the classes). We take
+  MTL-UE's permutation for multi-task data (reference §2.5): every label shifted by half the
+  classes, ``y -> (y + floor(C/2)) mod C``, and ``1 - y`` for binary tasks (see
+  :func:`shifted_targets`). MTL-UE's release attacks binary tasks untargeted for TAP (-BCE on
+  the true labels) and targets ``1 - y`` only for SEP; we target ``1 - y`` for both.
 
 Depth and surface normals have no class to target. For those tasks the ``"tap"`` objective is
 *untargeted* ascent: minus the task loss on the true targets, so PGD moves the surrogate's

@@ -17,8 +17,8 @@ folder::
 
     OUT/surrogate.json          the card (format mtlue-surrogate/1): dataset and its content
                                 hashes, tasks, backbone, stem, decoder, crop size, channels,
-                                epochs, every, seed, training recipe, test metrics, and per file
-                                its epoch and sha256
+                                pretrained encoder, epochs, every, seed, training recipe, test
+                                metrics and history, and per file its epoch and sha256
     OUT/final.pt                the model after the last epoch (TAP's surrogate)
     OUT/epoch_000.pt ...        the snapshots, in epoch order (SEP's checkpoints)
 
@@ -127,6 +127,8 @@ class SurrogateCard:
     metrics: dict[str, Any]
     created: str
     train_seconds: float
+    #: The local timm checkpoint the encoder started from, or None (from scratch).
+    pretrained: str | None = None
     format: str = FORMAT
 
     def to_json(self) -> dict[str, Any]:
@@ -312,6 +314,7 @@ def train_surrogate(
             metrics={"test": result.metrics, "history": result.history, "versions": versions(), "device": str(device)},
             created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
             train_seconds=time.perf_counter() - started,
+            pretrained=victim.pretrained,
         )
         atomic_write_json(building / CARD_NAME, card.to_json())
     return card

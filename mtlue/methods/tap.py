@@ -14,8 +14,8 @@ true targets (our decision, documented there).
 Defaults: epsilon 8/255 (the benchmark's budget, from the context), 20 PGD steps of 0.8/255
 with a uniform random start, MTL-UE's baseline settings (§3). Fowl et al. use 250 steps (and
 differentiable augmentation); we take MTL-UE's, as the benchmark reproduces its baselines.
-Where MTL-UE's release attacks binary tasks untargeted (-BCE on the true labels, §2.5), we target
-``1 - y``, which is what its own SEP does and what the release notes is close to it.
+MTL-UE's release attacks binary tasks untargeted (-BCE on the true labels, §2.5); we target
+``1 - y``, as its SEP does (the reference notes the two are close).
 
 The surrogate is the final model of the ``surrogate`` stage (``mtlue surrogate``: MTL-UE's clean
 MTL ResNet-18 after 60 epochs), passed as ``--surrogate OUT/final.pt``.
