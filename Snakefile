@@ -34,6 +34,8 @@ config.update(_resolved)
 
 include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
+include: "workflow/rules/surrogate.smk"
+include: "workflow/rules/poison.smk"
 include: "workflow/rules/victim.smk"
 
 

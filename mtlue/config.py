@@ -80,7 +80,26 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     resolved = copy.deepcopy(dict(config))
     _fill_defaults(schema, resolved)
     _check_datasets(resolved)
+    _check_methods(resolved)
     return resolved
+
+
+def _check_methods(config: Mapping[str, Any]) -> None:
+    """Every configured method exists and takes the hyperparameters given (torch-free)."""
+    from mtlue.methods import create_method
+
+    poisons = config["poisons"]
+    for method, hyperparameters in poisons["hyperparameters"].items():
+        if method not in poisons["methods"]:
+            raise ConfigError(
+                f"poisons.hyperparameters.{method}: {method!r} is not in poisons.methods "
+                f"({', '.join(poisons['methods'])}); add it there or remove its hyperparameters"
+            )
+    for method in poisons["methods"]:
+        try:
+            create_method(method, **poisons["hyperparameters"].get(method, {}))
+        except ConfigError as error:
+            raise ConfigError(f"poisons: {error}") from None
 
 
 def _check_datasets(config: Mapping[str, Any]) -> None:

@@ -25,7 +25,7 @@ def run_snakemake(*args: str, cwd: Path) -> subprocess.CompletedProcess:
 
 
 def workdir_with_config(tmp_path: Path, config: dict) -> Path:
-    (tmp_path / "config").mkdir()
+    (tmp_path / "config").mkdir(parents=True)
     (tmp_path / "config" / "config.yaml").write_text(yaml.safe_dump(config))
     return tmp_path
 
@@ -54,18 +54,34 @@ def test_bad_dataset_option_stops_the_workflow(tmp_path):
 def test_dry_run_fans_victims_out_over_every_axis(tmp_path):
     config = {
         "datasets": {"tiny": {"source": "shapes"}},
+        "poisons": {"methods": ["clean", "lsp", "tap"]},
         "victims": {"backbones": ["test_resnet", "resnet10t"], "weightings": ["ew", "pcgrad", "uw"], "seeds": [0, 1]},
     }
     result = run_snakemake("-n", "--quiet", "rules", cwd=workdir_with_config(tmp_path, config))
     assert result.returncode == 0, result.stderr
-    victim_jobs = [line for line in result.stdout.splitlines() if line.strip().startswith("victim ")]
-    assert victim_jobs and victim_jobs[0].split()[-1] == "12"
+    counts = {}
+    for line in result.stdout.split("Job stats:")[1].splitlines()[3:]:
+        if line.strip():
+            rule, count = line.split()
+            counts[rule] = int(count)
+    # 3 methods x 2 backbones x 3 weightings x 1 defense x 2 seeds; only TAP needs the surrogate.
+    assert counts["victim"] == 36 and counts["poison"] == 3 and counts["surrogate"] == 1
+
+
+def test_unknown_method_or_hyperparameter_stops_the_workflow(tmp_path):
+    bad_method = {"datasets": {"shapes": {}}, "poisons": {"methods": ["clean", "emm"]}}
+    result = run_snakemake("-n", cwd=workdir_with_config(tmp_path / "a", bad_method))
+    assert result.returncode != 0 and "unknown method 'emm'" in result.stderr + result.stdout
+    bad_value = {"datasets": {"shapes": {}}, "poisons": {"methods": ["tap"], "hyperparameters": {"tap": {"stepz": 3}}}}
+    result = run_snakemake("-n", cwd=workdir_with_config(tmp_path / "b", bad_value))
+    assert result.returncode != 0 and "stepz" in result.stderr + result.stdout
 
 
 @pytest.mark.slow
 def test_data_and_victim_stages_run_end_to_end(tmp_path):
     config = {
         "datasets": {"tiny": {"source": "shapes", "options": {"train_size": 64, "test_size": 16, "image_size": 24, "crop_size": 20}}},
+        "poisons": {"methods": ["clean", "lsp"]},
         "victims": {"backbones": ["test_resnet"], "weightings": ["ew", "pcgrad"], "train": {"epochs": 1, "batch_size": 32}},
     }
     workdir = workdir_with_config(tmp_path, config)
@@ -76,11 +92,15 @@ def test_data_and_victim_stages_run_end_to_end(tmp_path):
     summary = (workdir / "results" / "tiny" / "data" / "summary.txt").read_text()
     assert "tasks (12)" in summary and "has_circle" in summary
     assert (workdir / "results" / "tiny" / "data" / "samples.png").stat().st_size > 1000
-    for weighting in ("ew", "pcgrad"):
-        metrics_file = workdir / "results" / "tiny" / "victims" / "clean" / "test_resnet" / weighting / "none" / "seed0" / "metrics.json"
-        metrics = json.loads(metrics_file.read_text())
-        assert metrics["weighting"] == weighting and metrics["train_config"]["epochs"] == 1
-        assert set(metrics["metrics"]) == {task["name"] for task in metrics["dataset"]["tasks"]}
+    for method in ("clean", "lsp"):
+        card = json.loads((workdir / "results" / "tiny" / "poisons" / method / "card.json").read_text())
+        assert (workdir / "results" / "tiny" / "poisons" / "previews" / f"{method}.png").stat().st_size > 1000
+        for weighting in ("ew", "pcgrad"):
+            metrics_file = workdir / "results" / "tiny" / "victims" / method / "test_resnet" / weighting / "none" / "seed0" / "metrics.json"
+            metrics = json.loads(metrics_file.read_text())
+            assert metrics["weighting"] == weighting and metrics["train_config"]["epochs"] == 1
+            assert metrics["dataset"]["train_images"] == f"{method}:{card['sha256']}"
+            assert set(metrics["metrics"]) == {task["name"] for task in metrics["dataset"]["tasks"]}
     # A second run has nothing to do.
     again = run_snakemake("--cores", "2", "-n", cwd=workdir)
     assert "Nothing to be done" in again.stdout + again.stderr

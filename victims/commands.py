@@ -3,7 +3,7 @@
 ::
 
     mtlue victim --data resources/data/shapes --backbone resnet18 --weighting ew --seed 0 \\
-        --epochs 60 --batch-size 128 [--mode mtl|stl] [--checkpoint-dir DIR] \\
+        --epochs 60 --batch-size 128 [--mode mtl|stl] [--checkpoint-dir DIR] [--poison STORE] \\
         --out results/shapes/victims/clean/resnet18/ew/none/0/metrics.json
 
 Every ``TrainConfig`` and ``VictimConfig`` field has a flag; unset flags keep the paper's
@@ -24,7 +24,7 @@ import yaml
 
 from .config import DECODERS, MODES, STEMS, TrainConfig, VictimConfig
 
-__all__ = ["add_commands"]
+__all__ = ["add_commands", "add_network_arguments", "add_training_arguments", "network_options", "train_config"]
 
 
 def _option(text: str) -> tuple[str, Any]:
@@ -41,36 +41,23 @@ def _amp(text: str) -> bool | None:
     return choices[text]
 
 
-def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    """Add the ``victim`` subcommand to the ``mtlue`` command line."""
-    defaults, victim_defaults = TrainConfig(), VictimConfig()
-    parser = subparsers.add_parser(
-        "victim",
-        help="train one victim on a prepared dataset and write its test metrics",
-        description="Train one victim on a prepared dataset's train split, score it on the test split and "
-        "write metrics.json (layout: victims.run). Unset flags keep MTL-UE's recipe.",
-    )
-    data = parser.add_argument_group("data and output")
-    data.add_argument("--data", required=True, help="prepared dataset folder, e.g. resources/data/shapes")
-    data.add_argument("--out", required=True, help="metrics.json to write")
-    data.add_argument("--checkpoint-dir", help="checkpoint every epoch here and resume from it (default: no checkpoints)")
-
-    victim = parser.add_argument_group("victim")
-    victim.add_argument("--backbone", default=victim_defaults.backbone, help="`mtlue list backbones`, or any timm model name")
-    victim.add_argument("--weighting", default=victim_defaults.weighting, help="task-weighting strategy (`mtlue list weightings`)")
-    victim.add_argument(
-        "--weighting-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
-        help="a hyperparameter of the weighting strategy (repeatable)",
-    )
-    victim.add_argument("--mode", choices=MODES, default=victim_defaults.mode, help="mtl: one multi-task network; stl: one network per task")
-    victim.add_argument("--decoder", choices=DECODERS, default=victim_defaults.decoder, help="decoder of each dense task")
-    victim.add_argument(
-        "--decoder-width", type=float, default=victim_defaults.decoder_width,
+def add_network_arguments(parser: argparse.ArgumentParser, title: str = "network") -> None:
+    """Flags of the network's architecture (every field of ``VictimConfig`` but the weighting and mode)."""
+    defaults = VictimConfig()
+    network = parser.add_argument_group(title)
+    network.add_argument("--backbone", default=defaults.backbone, help="`mtlue list backbones`, or any timm model name (default: %(default)s)")
+    network.add_argument("--decoder", choices=DECODERS, default=defaults.decoder, help="decoder of each dense task (default: %(default)s)")
+    network.add_argument(
+        "--decoder-width", type=float, default=defaults.decoder_width,
         help="multiplier of the dense decoders' default widths (default: %(default)s, smp's widths)",
     )
-    victim.add_argument("--stem", choices=STEMS, default=victim_defaults.stem, help="stem of classification encoders (see victims.backbones)")
-    victim.add_argument("--pretrained", metavar="FILE", help="local timm checkpoint to start the encoder from (default: from scratch)")
+    network.add_argument("--stem", choices=STEMS, default=defaults.stem, help="stem of classification encoders (see victims.backbones)")
+    network.add_argument("--pretrained", metavar="FILE", help="local timm checkpoint to start the encoder from (default: from scratch)")
 
+
+def add_training_arguments(parser: argparse.ArgumentParser) -> None:
+    """Flags of every ``TrainConfig`` field: the recipe and how it is executed."""
+    defaults = TrainConfig()
     recipe = parser.add_argument_group("training recipe (defaults: MTL-UE's)")
     recipe.add_argument("--seed", type=int, default=defaults.seed, help="initialisation, data order and augmentation (default: %(default)s)")
     recipe.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
@@ -103,7 +90,65 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     progress = execution.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar (default: on a terminal)")
     progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+
+
+def train_config(args: argparse.Namespace) -> TrainConfig:
+    """The ``TrainConfig`` of flags added by :func:`add_training_arguments` (ValueError if invalid)."""
+    return TrainConfig(
+        epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
+        milestones=tuple(args.milestones), gamma=args.gamma, clip_norm=None if args.no_clip else args.clip_norm,
+        augment=not args.no_augment, seed=args.seed, device=args.device, amp=args.amp, num_threads=args.num_threads,
+        eval_every=args.eval_every, eval_batch_size=args.eval_batch_size, data_budget_mb=args.data_budget_mb,
+    )
+
+
+def network_options(args: argparse.Namespace) -> dict[str, Any]:
+    """``VictimConfig`` keywords of the flags added by :func:`add_network_arguments`."""
+    return {
+        "backbone": args.backbone, "decoder": args.decoder, "decoder_width": args.decoder_width,
+        "stem": args.stem, "pretrained": args.pretrained,
+    }
+
+
+def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``victim`` subcommand to the ``mtlue`` command line."""
+    defaults = VictimConfig()
+    parser = subparsers.add_parser(
+        "victim",
+        help="train one victim on a prepared dataset and write its test metrics",
+        description="Train one victim on a prepared dataset's train split, score it on the test split and "
+        "write metrics.json (layout: victims.run). Unset flags keep MTL-UE's recipe.",
+    )
+    data = parser.add_argument_group("data and output")
+    data.add_argument("--data", required=True, help="prepared dataset folder, e.g. resources/data/shapes")
+    data.add_argument("--out", required=True, help="metrics.json to write")
+    data.add_argument(
+        "--poison", metavar="STORE",
+        help="train on the published images of this poison store (`mtlue poison`; default: the clean split)",
+    )
+    data.add_argument("--checkpoint-dir", help="checkpoint every epoch here and resume from it (default: no checkpoints)")
+
+    add_network_arguments(parser, "victim")
+    strategy = parser.add_argument_group("multi-task learning")
+    strategy.add_argument("--weighting", default=defaults.weighting, help="task-weighting strategy (`mtlue list weightings`)")
+    strategy.add_argument(
+        "--weighting-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+        help="a hyperparameter of the weighting strategy (repeatable)",
+    )
+    strategy.add_argument("--mode", choices=MODES, default=defaults.mode, help="mtl: one multi-task network; stl: one network per task")
+    add_training_arguments(parser)
     parser.set_defaults(handler=_victim)
+
+
+def _published_images(dataset: Any, poison: str | None) -> tuple[Any, str]:
+    """The training images an attacker downloads, and their id for the result and checkpoints."""
+    if poison is None:
+        return None, "clean"
+    from mtlue.poisons import POISONED_SPLIT, load_store
+
+    store = load_store(poison, dataset)
+    split = dataset.split(POISONED_SPLIT)
+    return store.published(split, slice(None)), f"{store.card.method}:{store.card.sha256}"
 
 
 def _victim(args: argparse.Namespace) -> None:
@@ -120,21 +165,19 @@ def _victim(args: argparse.Namespace) -> None:
     from .weighting import WeightingError
 
     try:
-        config = TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-            milestones=tuple(args.milestones), gamma=args.gamma, clip_norm=None if args.no_clip else args.clip_norm,
-            augment=not args.no_augment, seed=args.seed, device=args.device, amp=args.amp, num_threads=args.num_threads,
-            eval_every=args.eval_every, eval_batch_size=args.eval_batch_size, data_budget_mb=args.data_budget_mb,
-        )
+        config = train_config(args)
         victim = VictimConfig(
-            backbone=args.backbone, weighting=args.weighting, weighting_options=dict(args.weighting_option),
-            mode=args.mode, decoder=args.decoder, decoder_width=args.decoder_width, stem=args.stem, pretrained=args.pretrained,
+            weighting=args.weighting, weighting_options=dict(args.weighting_option), mode=args.mode, **network_options(args),
         )
     except ValueError as error:
         raise CommandError(str(error)) from error
     dataset = PreparedDataset(args.data)
+    train_images, train_images_id = _published_images(dataset, args.poison)
     try:
-        result = run_victim(dataset, victim, config, checkpoint_dir=args.checkpoint_dir, progress=args.progress)
+        result = run_victim(
+            dataset, victim, config, train_images=train_images, train_images_id=train_images_id,
+            checkpoint_dir=args.checkpoint_dir, progress=args.progress,
+        )
     except (BackboneError, WeightingError, CheckpointError, DeviceError, MetricError, NonFiniteLossError, NonFiniteGradientError) as error:
         raise CommandError(str(error)) from error
     out = Path(args.out)

@@ -3,7 +3,8 @@
 ::
 
     mtlue poison --data resources/data/shapes --method lsp --out results/shapes/poisons/lsp \\
-        [--seed 0] [--epsilon 8] [--ratio 1.0] [--set patch_size=4 ...] [--preview lsp.png]
+        [--seed 0] [--epsilon 8] [--ratio 1.0] [--set patch_size=4 ...] [--preview lsp.png] \\
+        [--surrogate-dir results/shapes/surrogate]
 
 ``add_commands`` adds the subcommand to the ``mtlue`` parser; errors are ``MethodError``
 (a ``ConfigError``) or ``PoisonError`` (a ``DatasetError``), which the command line prints as
@@ -47,7 +48,12 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="one method hyperparameter, VALUE read as YAML (repeatable)",
     )
     poison.add_argument("--preview", metavar="PNG", help="also draw clean / amplified delta / published samples here")
-    poison.add_argument("--device", default="cpu", help="torch device for methods that train (default cpu)")
+    poison.add_argument("--device", default="auto", help="torch device for methods that train: auto (CUDA when present), cpu, cuda:N (default auto)")
+    poison.add_argument("--num-threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    poison.add_argument(
+        "--surrogate-dir", metavar="DIR",
+        help="folder written by `mtlue surrogate`: its final model and snapshots go to the methods that need them",
+    )
     poison.add_argument("--surrogate", help="clean surrogate checkpoint, for methods that need one")
     poison.add_argument(
         "--surrogate-checkpoint",
@@ -81,13 +87,27 @@ def run_poison(args: argparse.Namespace) -> None:
     if repeated:
         raise MethodError(f"hyperparameter(s) {', '.join(repeated)} set more than once with --set; keep one")
     method = create_method(args.method, **dict(args.hyperparameters))
+    if args.num_threads is not None:
+        from victims.device import DeviceError, configure_threads
+
+        try:
+            configure_threads(args.num_threads)
+        except DeviceError as error:
+            raise MethodError(str(error)) from None
     dataset = PreparedDataset(args.data)
+    surrogate, checkpoints = args.surrogate, tuple(args.surrogate_checkpoints)
+    if args.surrogate_dir is not None:
+        from .surrogate import surrogate_files
+
+        if surrogate is not None or checkpoints:
+            raise MethodError("give the surrogate either as --surrogate-dir or as --surrogate/--surrogate-checkpoint files, not both")
+        surrogate, checkpoints = surrogate_files(args.surrogate_dir)
     context = GenerationContext(
         seed=args.seed,
         epsilon=args.epsilon,
         device=args.device,
-        surrogate=args.surrogate,
-        surrogate_checkpoints=tuple(args.surrogate_checkpoints),
+        surrogate=surrogate,
+        surrogate_checkpoints=checkpoints,
     )
     print(f"poisoning {dataset.name} with {method!r}, epsilon {context.epsilon}/255, seed {context.seed}", file=sys.stderr)
     if isinstance(method, ClasswiseMethod):

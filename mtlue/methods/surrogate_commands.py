@@ -21,11 +21,10 @@ __all__ = ["add_commands", "run_surrogate"]
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
-    from victims.config import DECODERS, STEMS, TrainConfig, VictimConfig
+    from victims.commands import add_network_arguments, add_training_arguments
 
     from .surrogate import DEFAULT_EVERY
 
-    defaults, victim = TrainConfig(), VictimConfig()
     parser = subparsers.add_parser(
         "surrogate",
         help="train a clean multi-task surrogate (with snapshots) for surrogate-dependent UE methods",
@@ -38,28 +37,8 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="keep a snapshot at epochs 0, k, 2k, ... below --epochs (default: %(default)s, MTL-UE's)",
     )
     parser.add_argument("--checkpoint-dir", help="checkpoint every epoch here and resume from it (default: no resume)")
-    network = parser.add_argument_group("network")
-    network.add_argument("--backbone", default=victim.backbone, help="`mtlue list backbones` (default: %(default)s)")
-    network.add_argument("--stem", choices=STEMS, default=victim.stem, help="stem of classification encoders (default: %(default)s)")
-    network.add_argument("--decoder", choices=DECODERS, default=victim.decoder, help="decoder of each dense task (default: %(default)s)")
-    network.add_argument("--decoder-width", type=float, default=victim.decoder_width, help="multiplier of the decoders' widths (default: %(default)s)")
-    network.add_argument("--pretrained", metavar="FILE", help="local timm checkpoint to start the encoder from")
-    recipe = parser.add_argument_group("training recipe (defaults: MTL-UE's victim recipe)")
-    recipe.add_argument("--seed", type=int, default=defaults.seed, help="(default: %(default)s)")
-    recipe.add_argument("--epochs", type=int, default=defaults.epochs, help="(default: %(default)s)")
-    recipe.add_argument("--batch-size", type=int, default=defaults.batch_size, help="(default: %(default)s)")
-    recipe.add_argument("--lr", type=float, default=defaults.lr, help="Adam learning rate (default: %(default)s)")
-    recipe.add_argument("--weight-decay", type=float, default=defaults.weight_decay, help="(default: %(default)s)")
-    recipe.add_argument(
-        "--eval-every", type=int, default=defaults.eval_every,
-        help="test every k epochs, 0: after the last only (default: %(default)s)",
-    )
-    execution = parser.add_argument_group("execution")
-    execution.add_argument("--device", default=defaults.device, help="auto, cpu, cuda, cuda:N or mps (default: %(default)s)")
-    execution.add_argument("--num-threads", type=int, help="CPU threads for torch (default: torch's choice)")
-    progress = execution.add_mutually_exclusive_group()
-    progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar (default: on a terminal)")
-    progress.add_argument("--no-progress", dest="progress", action="store_false", help="never show a progress bar")
+    add_network_arguments(parser)
+    add_training_arguments(parser)
     parser.set_defaults(handler=run_surrogate)
 
 
@@ -68,21 +47,16 @@ def run_surrogate(args: argparse.Namespace) -> None:
     from mtlue.data.store import PreparedDataset
     from victims.backbones import BackboneError
     from victims.checkpoint import CheckpointError
-    from victims.config import TrainConfig, VictimConfig
+    from victims.commands import network_options, train_config
+    from victims.config import VictimConfig
     from victims.device import DeviceError
     from victims.losses import NonFiniteGradientError, NonFiniteLossError
 
     from .surrogate import train_surrogate
 
     try:
-        config = TrainConfig(
-            epochs=args.epochs, batch_size=args.batch_size, lr=args.lr, weight_decay=args.weight_decay,
-            seed=args.seed, device=args.device, num_threads=args.num_threads, eval_every=args.eval_every,
-        )
-        victim = VictimConfig(
-            backbone=args.backbone, stem=args.stem, decoder=args.decoder, decoder_width=args.decoder_width,
-            pretrained=args.pretrained,
-        )
+        config = train_config(args)
+        victim = VictimConfig(**network_options(args))
     except ValueError as error:
         raise CommandError(str(error)) from error
     dataset = PreparedDataset(args.data)

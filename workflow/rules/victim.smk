@@ -1,11 +1,10 @@
-# Stage 4: victims, the models an attacker trains on the published training split, fanned out
-# over methods x backbones x weightings x defenses x seeds as the config lists them. Until the
-# poison stage lands, `clean` is the only method (the unmodified split) and `none` (the
-# standard random crop + flip) the only defense.
+# Stage 4: victims, the models an attacker trains on the published training split of each
+# method's poison store, fanned out over methods x backbones x weightings x defenses x seeds as
+# the config lists them. `none` (the standard random crop + flip) is the only defense until the
+# robustness stage lands.
 
 VICTIMS = config["victims"]
 TRAIN = VICTIMS["train"]
-METHODS = ["clean"]
 
 
 wildcard_constraints:
@@ -30,6 +29,7 @@ def victim_metrics(dataset):
 rule victim:
     input:
         manifest=rules.prepare.output.manifest,
+        poison=rules.poison.output.card,
     output:
         metrics=f"{RESULTS}/{{dataset}}/victims/{{method}}/{{backbone}}/{{weighting}}/{{defense}}/seed{{seed}}/metrics.json",
     params:
@@ -44,7 +44,8 @@ rule victim:
         mem_mb=config["resources"]["mem_mb"],
         runtime=config["resources"]["runtime"],
     shell:
-        "mtlue victim --data $(dirname {input.manifest}) --backbone {wildcards.backbone}"
+        "mtlue victim --data $(dirname {input.manifest}) --poison $(dirname {input.poison})"
+        " --backbone {wildcards.backbone}"
         " --weighting {wildcards.weighting} --seed {wildcards.seed} --mode {VICTIMS[mode]}"
         " --decoder {VICTIMS[decoder]} --decoder-width {VICTIMS[decoder_width]}"
         " --epochs {TRAIN[epochs]} --batch-size {TRAIN[batch_size]} --lr {TRAIN[lr]}"

@@ -1,0 +1,58 @@
+# Stage 3: one perturbation store per (dataset, method), the published training set of a data
+# owner who protects it with that method. `clean` (no perturbation) goes through the same path.
+# Surrogate-dependent methods read the surrogate stage's folder; the rest need only the data.
+
+POISONS = config["poisons"]
+METHODS = POISONS["methods"]
+
+
+def method_requirement(method):
+    from mtlue.methods import Requirement, method_class
+
+    requirement = method_class(method).requires
+    return requirement in (Requirement.SURROGATE, Requirement.SURROGATE_CHECKPOINTS)
+
+
+def poison_inputs(wildcards):
+    inputs = {"manifest": rules.prepare.output.manifest.format(dataset=wildcards.dataset)}
+    if method_requirement(wildcards.method):
+        inputs["surrogate"] = rules.surrogate.output.card.format(dataset=wildcards.dataset)
+    return inputs
+
+
+def poison_flags(wildcards, input):
+    import shlex
+
+    import yaml
+
+    flags = [f"--surrogate-dir {os.path.dirname(input.surrogate)}"] if "surrogate" in input.keys() else []
+    for key, value in POISONS["hyperparameters"].get(wildcards.method, {}).items():
+        flags.append("--set " + shlex.quote(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"))
+    return " ".join(flags)
+
+
+rule poison:
+    input:
+        unpack(poison_inputs),
+    output:
+        card=f"{RESULTS}/{{dataset}}/poisons/{{method}}/card.json",
+        preview=report(
+            f"{RESULTS}/{{dataset}}/poisons/previews/{{method}}.png",
+            category="Poisons",
+            subcategory="{dataset}",
+            caption="../report/poison_preview.rst",
+        ),
+    params:
+        out=lambda wildcards, output: os.path.dirname(output.card),
+        flags=poison_flags,
+    log:
+        f"{LOGS}/poison/{{dataset}}/{{method}}.log",
+    threads: config["resources"]["threads"]
+    resources:
+        gpu=config["resources"]["gpu"],
+        mem_mb=config["resources"]["mem_mb"],
+        runtime=config["resources"]["runtime"],
+    shell:
+        "mtlue poison --data $(dirname {input.manifest}) --method {wildcards.method} --out {params.out}"
+        " --seed {POISONS[seed]} --epsilon {POISONS[epsilon]} --ratio {POISONS[ratio]} {params.flags}"
+        " --num-threads {threads} --preview {output.preview} > {log} 2>&1"
