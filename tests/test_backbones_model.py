@@ -41,14 +41,6 @@ def expected_shape(task: Task, size: int) -> tuple[int, ...]:
     }[task.kind]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    previous = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(previous)
-
-
 def test_registry_lists_the_paper_backbones_and_small_variants():
     names = list_backbones()
     assert {"resnet18", "resnet50", "vgg16_bn", "densenet121", "vit_base_patch16_224"} <= set(names)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from mtlue.data import DatasetWriter, PreparedDataset, Task, TaskKind, create_builder
+from mtlue.data import DatasetWriter, PreparedDataset, Task, TaskKind
 from mtlue.data.tasks import IGNORE_INDEX
 from mtlue.methods import GenerationContext, MethodError, Requirement, create_method, method_class
 from mtlue.methods.em import EMHyperparameters, error_minimizing_noise
@@ -26,41 +26,18 @@ from victims.losses import task_loss
 from victims.model import MultiTaskModel
 from victims.train import seed_everything
 
-SHAPES = dict(train_size=32, test_size=16, image_size=16, crop_size=12)
 #: Few, large steps: enough to move the objective on tiny data within the test budget.
 QUICK = dict(steps=3, step_size=2.0, batch_size=16)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On 2 shared cores, two torch threads on these tiny tensors run ~25x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> PreparedDataset:
-    root = tmp_path_factory.mktemp("data")
-    create_builder("shapes", dense_tasks=False, **SHAPES).prepare(root / "shapes", root / "raw")
-    return PreparedDataset(root / "shapes")
-
-
-@pytest.fixture(scope="module")
-def dense_shapes(tmp_path_factory) -> PreparedDataset:
-    """Every task kind: binary, multiclass, segmentation, depth, normal."""
-    root = tmp_path_factory.mktemp("data")
-    create_builder("shapes", **SHAPES).prepare(root / "dense", root / "raw")
-    return PreparedDataset(root / "dense")
-
-
-@pytest.fixture(scope="module")
-def surrogate(shapes, tmp_path_factory):
+def surrogate(tiny_shapes, tmp_path_factory):
     """(final model, snapshots at epochs 0 and 1) of a 2-epoch clean run."""
     out = tmp_path_factory.mktemp("surrogate") / "surrogate"
     recipe = TrainConfig(epochs=2, batch_size=16, device="cpu", eval_every=0, num_threads=1)
-    train_surrogate(shapes, out, victim=VictimConfig(backbone="test_resnet"), config=recipe, every=1, progress=False)
+    train_surrogate(tiny_shapes, out, victim=VictimConfig(backbone="test_resnet"), config=recipe, every=1, progress=False)
     return surrogate_files(out)
 
 
@@ -114,13 +91,13 @@ def test_shifted_targets_change_every_label_and_keep_ignored_pixels():
         shifted_targets(tasks, {name: value for name, value in targets.items() if name != "normal"})
 
 
-def test_ue_losses_are_the_mean_task_loss_and_ascend_where_no_class_can_be_targeted(dense_shapes):
-    tasks = dense_shapes.tasks
+def test_ue_losses_are_the_mean_task_loss_and_ascend_where_no_class_can_be_targeted(tiny_dense_shapes):
+    tasks = tiny_dense_shapes.tasks
     seed_everything(0)
-    model = MultiTaskModel(tasks, "test_resnet", image_size=dense_shapes.crop_size, decoder_width=0.125).eval()
-    source = split_source(dense_shapes, torch.device("cpu"))
+    model = MultiTaskModel(tasks, "test_resnet", image_size=tiny_dense_shapes.crop_size, decoder_width=0.125).eval()
+    source = split_source(tiny_dense_shapes, torch.device("cpu"))
     images, targets = source.batch(torch.arange(4))
-    view, view_targets = CenterCrop(tasks, dense_shapes.crop_size)(images.float() / 255, targets)
+    view, view_targets = CenterCrop(tasks, tiny_dense_shapes.crop_size)(images.float() / 255, targets)
     with torch.no_grad():
         outputs = model(view)
     true_losses = [task_loss(task)(outputs[task.name], view_targets[task.name]) for task in tasks]
@@ -150,11 +127,11 @@ def test_quantize_rounds_to_the_grid_and_clips_to_budget_and_pixel_range():
 
 
 @pytest.mark.parametrize("objective", ["em", "tap"])
-def test_pgd_lowers_the_objective_from_the_random_start_for_every_task_kind(dense_shapes, objective):
-    tasks, crop, epsilon = dense_shapes.tasks, dense_shapes.crop_size, 8
+def test_pgd_lowers_the_objective_from_the_random_start_for_every_task_kind(tiny_dense_shapes, objective):
+    tasks, crop, epsilon = tiny_dense_shapes.tasks, tiny_dense_shapes.crop_size, 8
     seed_everything(0)
     model = MultiTaskModel(tasks, "test_resnet", image_size=crop, decoder_width=0.125).eval()
-    images, targets = split_source(dense_shapes, torch.device("cpu")).batch(torch.arange(8))
+    images, targets = split_source(tiny_dense_shapes, torch.device("cpu")).batch(torch.arange(8))
     start = random_start(images, epsilon, torch.Generator().manual_seed(0))
     assert float(start.abs().max()) <= epsilon
     # Centre crop: the objective is then a deterministic function of the delta.
@@ -181,65 +158,65 @@ def test_methods_declare_what_they_need():
     assert (em["model_steps"], em["stop_error"], em["backbone"]) == (10, 0.01, "resnet18")
 
 
-def test_bad_hyperparameters_and_contexts_are_refused_with_the_fix(shapes, surrogate):
+def test_bad_hyperparameters_and_contexts_are_refused_with_the_fix(tiny_shapes, surrogate):
     with pytest.raises(MethodError, match="steps must be at least 1"):
         create_method("tap", steps=0)
     with pytest.raises(MethodError, match="unknown backbone 'resnet0'"):
         create_method("em", backbone="resnet0")
     with pytest.raises(MethodError, match="needs the checkpoints of a clean surrogate run.*--surrogate-checkpoint"):
-        create_method("sep").generate(shapes, GenerationContext())
+        create_method("sep").generate(tiny_shapes, GenerationContext())
     final, _ = surrogate
     with pytest.raises(MethodError, match="'cuda' requested but CUDA is not available"):
-        create_method("tap", **QUICK).generate(shapes, GenerationContext(surrogate=final, device="cuda"))
+        create_method("tap", **QUICK).generate(tiny_shapes, GenerationContext(surrogate=final, device="cuda"))
 
 
-def test_tap_pushes_the_surrogate_toward_the_shifted_labels_within_budget(shapes, surrogate):
+def test_tap_pushes_the_surrogate_toward_the_shifted_labels_within_budget(tiny_shapes, surrogate):
     final, _ = surrogate
     context = GenerationContext(seed=0, surrogate=final)
-    deltas = create_method("tap", **QUICK).generate(shapes, context)
-    assert_within_budget(shapes, deltas, 8)
-    assert np.array_equal(deltas, create_method("tap", **QUICK).generate(shapes, context))  # byte-identical
+    deltas = create_method("tap", **QUICK).generate(tiny_shapes, context)
+    assert_within_budget(tiny_shapes, deltas, 8)
+    assert np.array_equal(deltas, create_method("tap", **QUICK).generate(tiny_shapes, context))  # byte-identical
 
-    model = load_surrogate(final, shapes)
-    images, targets = split_source(shapes, torch.device("cpu")).batch(torch.arange(len(deltas)))
+    model = load_surrogate(final, tiny_shapes)
+    images, targets = split_source(tiny_shapes, torch.device("cpu")).batch(torch.arange(len(deltas)))
     zero = torch.zeros(images.shape)
     poisoned = torch.from_numpy(deltas).float()
-    clean_loss = objective_value([model], images, zero, targets, shapes.tasks, objective="tap", crop_size=shapes.crop_size)
-    poisoned_loss = objective_value([model], images, poisoned, targets, shapes.tasks, objective="tap", crop_size=shapes.crop_size)
+    clean_loss = objective_value([model], images, zero, targets, tiny_shapes.tasks, objective="tap", crop_size=tiny_shapes.crop_size)
+    poisoned_loss = objective_value([model], images, poisoned, targets, tiny_shapes.tasks, objective="tap", crop_size=tiny_shapes.crop_size)
     assert poisoned_loss < clean_loss
 
 
-def test_sep_with_one_checkpoint_is_tap_with_that_checkpoint(shapes, surrogate):
+def test_sep_with_one_checkpoint_is_tap_with_that_checkpoint(tiny_shapes, surrogate):
     final, (first, second) = surrogate
-    tap = create_method("tap", **QUICK).generate(shapes, GenerationContext(seed=3, surrogate=second))
-    sep = create_method("sep", **QUICK).generate(shapes, GenerationContext(seed=3, surrogate_checkpoints=(second,)))
+    tap = create_method("tap", **QUICK).generate(tiny_shapes, GenerationContext(seed=3, surrogate=second))
+    sep = create_method("sep", **QUICK).generate(tiny_shapes, GenerationContext(seed=3, surrogate_checkpoints=(second,)))
     assert np.array_equal(tap, sep)
-    ensemble = create_method("sep", **QUICK).generate(shapes, GenerationContext(seed=3, surrogate_checkpoints=(first, second)))
-    assert_within_budget(shapes, ensemble, 8)
+    ensemble = create_method("sep", **QUICK).generate(tiny_shapes, GenerationContext(seed=3, surrogate_checkpoints=(first, second)))
+    assert_within_budget(tiny_shapes, ensemble, 8)
     assert not np.array_equal(ensemble, sep)  # the other checkpoint's gradient counts
 
 
 EM_QUICK = dict(backbone="test_resnet", steps=5, step_size=4.0, batch_size=16, model_steps=10)
 
 
-def test_em_stops_once_the_surrogate_fits_the_noisy_data(shapes):
+def test_em_stops_once_the_surrogate_fits_the_noisy_data(tiny_shapes):
     """Large budget so the alternation gets there in a few rounds on 32 samples."""
     context = GenerationContext(seed=0, epsilon=32)
-    run = error_minimizing_noise(shapes, context, EMHyperparameters(**EM_QUICK, stop_error=0.3, max_rounds=10))
+    run = error_minimizing_noise(tiny_shapes, context, EMHyperparameters(**EM_QUICK, stop_error=0.3, max_rounds=10))
     errors = [record["train_error"] for record in run.rounds]
     assert run.stopped_by == "stop_error" and len(errors) < 10
     assert errors[-1] <= 0.3 and all(error > 0.3 for error in errors[:-1])
     assert errors[-1] < errors[0]  # the min-min noise made the data easy
-    assert_within_budget(shapes, run.deltas, 32)
+    assert_within_budget(tiny_shapes, run.deltas, 32)
 
 
-def test_em_stops_at_the_round_cap_and_is_deterministic(shapes):
+def test_em_stops_at_the_round_cap_and_is_deterministic(tiny_shapes):
     context = GenerationContext(seed=1)
     settings = dict(EM_QUICK, steps=2, model_steps=2, stop_error=0.0, max_rounds=2)
-    run = error_minimizing_noise(shapes, context, EMHyperparameters(**settings))
+    run = error_minimizing_noise(tiny_shapes, context, EMHyperparameters(**settings))
     assert run.stopped_by == "max_rounds" and [record["round"] for record in run.rounds] == [1, 2]
-    assert_within_budget(shapes, run.deltas, 8)
-    deltas = create_method("em", **settings).generate(shapes, context)
+    assert_within_budget(tiny_shapes, run.deltas, 8)
+    deltas = create_method("em", **settings).generate(tiny_shapes, context)
     assert np.array_equal(deltas, run.deltas)  # the method is this run, and byte-identical when repeated
 
 

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from mtlue.cli import main as mtlue_main
-from mtlue.data import PreparedDataset, Task, TaskKind, create_builder
+from mtlue.data import Task, TaskKind
 from mtlue.data.tasks import IGNORE_INDEX
 from mtlue.methods import GenerationContext, MethodError, create_method, make_poison
 from mtlue.methods.mtl_ue_generator import (
@@ -35,31 +35,14 @@ TINY = {"max_epochs": 1, "batch_size": 16, "lr_milestones": [1]}
 
 
 @pytest.fixture(scope="module")
-def classification(tmp_path_factory):
-    """32 training scenes with the 9 classification tasks (6 binary, 3 multiclass)."""
-    root = tmp_path_factory.mktemp("mtl_ue")
-    options = dict(train_size=32, test_size=16, image_size=16, crop_size=12, dense_tasks=False)
-    create_builder("shapes", **options).prepare(root / "shapes", root / "raw")
-    return PreparedDataset(root / "shapes")
-
-
-@pytest.fixture(scope="module")
-def dense(tmp_path_factory):
-    """The same scenes with segmentation, depth and normals as well."""
-    root = tmp_path_factory.mktemp("mtl_ue_dense")
-    create_builder("shapes", train_size=32, test_size=16, image_size=16, crop_size=12).prepare(root / "shapes", root / "raw")
-    return PreparedDataset(root / "shapes")
-
-
-@pytest.fixture(scope="module")
-def surrogate_folder(classification, tmp_path_factory):
+def surrogate_folder(tiny_shapes, tmp_path_factory):
     """A clean surrogate trained by the surrogate stage: final model + snapshots at epochs 0, 1."""
     from mtlue.methods.surrogate import train_surrogate
     from victims.config import TrainConfig, VictimConfig
 
     out = tmp_path_factory.mktemp("surrogate") / "surrogate"
     config = TrainConfig(epochs=2, batch_size=16, device="cpu", eval_every=0)
-    train_surrogate(classification, out, victim=VictimConfig(backbone="test_resnet"), config=config, every=1, progress=False)
+    train_surrogate(tiny_shapes, out, victim=VictimConfig(backbone="test_resnet"), config=config, every=1, progress=False)
     return out
 
 
@@ -90,15 +73,15 @@ def test_one_embedding_per_class_and_the_release_parameter_counts():
     assert generator.decoder[0].in_channels == 128 + 16 * 40
 
 
-def test_mixed_tasks_embed_every_class_and_every_dense_map(dense):
-    generator = generator_for(dense)
-    classification = [t for t in dense.tasks if t.kind.is_classification]
-    assert sum(table.num_embeddings for table in generator.class_embeddings.values()) == sum(t.num_classes for t in classification)
+def test_mixed_tasks_embed_every_class_and_every_dense_map(tiny_dense_shapes):
+    generator = generator_for(tiny_dense_shapes)
+    tiny_shapes = [t for t in tiny_dense_shapes.tasks if t.kind.is_classification]
+    assert sum(table.num_embeddings for table in generator.class_embeddings.values()) == sum(t.num_classes for t in tiny_shapes)
     assert set(generator.dense_embeddings) == {"segmentation", "depth", "normal"}
-    images, targets = batch_of(dense, 4)
+    images, targets = batch_of(tiny_dense_shapes, 4)
     delta = generator(images.float() / 255, targets)
-    assert delta.shape == (4, *dense.image_shape)
-    assert generator.decoder_input(images.float() / 255, targets).shape == (4, 128 + 16 * len(dense.tasks), 8, 8)
+    assert delta.shape == (4, *tiny_dense_shapes.image_shape)
+    assert generator.decoder_input(images.float() / 255, targets).shape == (4, 128 + 16 * len(tiny_dense_shapes.tasks), 8, 8)
 
 
 def test_stems_and_latent_grids():
@@ -116,25 +99,25 @@ def test_stems_and_latent_grids():
     assert delta.shape == (2, 1, 41, 64)
 
 
-def test_output_is_hard_clamped_to_epsilon(classification):
-    generator = generator_for(classification).eval()
+def test_output_is_hard_clamped_to_epsilon(tiny_shapes):
+    generator = generator_for(tiny_shapes).eval()
     with torch.no_grad():
         generator.decoder[-1].weight.mul_(1000.0)  # drive the raw output far past the budget
-    images, targets = batch_of(classification)
+    images, targets = batch_of(tiny_shapes)
     with torch.no_grad():
         delta = generator(images.float() / 255, targets)
     assert float(delta.abs().max()) == pytest.approx(EPSILON / 255, abs=1e-7)
     assert (delta.abs() == delta.abs().max()).float().mean() > 0.5  # a clamp, not a rescaling
 
 
-def test_partial_protection_gives_an_unprotected_task_one_input_for_all_classes(classification):
-    generator = generator_for(classification, unprotected=["has_circle", "count"])
+def test_partial_protection_gives_an_unprotected_task_one_input_for_all_classes(tiny_shapes):
+    generator = generator_for(tiny_shapes, unprotected=["has_circle", "count"])
     batch = 4
-    targets = {t.name: torch.zeros(batch, dtype=torch.long) for t in classification.tasks}
+    targets = {t.name: torch.zeros(batch, dtype=torch.long) for t in tiny_shapes.tasks}
     targets["has_circle"] = torch.tensor([0, 1, 0, 1])
     targets["count"] = torch.tensor([0, 1, 2, 3])
     targets["has_square"] = torch.tensor([0, 1, 0, 1])
-    maps = dict(zip([t.name for t in classification.tasks], generator.label_maps(targets, batch)))
+    maps = dict(zip([t.name for t in tiny_shapes.tasks], generator.label_maps(targets, batch)))
     for name in ("has_circle", "count"):
         assert torch.equal(maps[name][0], maps[name][1]) and torch.equal(maps[name][0], maps[name][3])
         mean = generator.class_embeddings[name].weight.mean(dim=0)
@@ -145,28 +128,28 @@ def test_partial_protection_gives_an_unprotected_task_one_input_for_all_classes(
     assert len(generator.protected_class_embeddings()) == 7
 
 
-def test_label_free_generator_ignores_labels_and_image_free_generator_ignores_the_image(classification):
-    images, targets = batch_of(classification, 4)
+def test_label_free_generator_ignores_labels_and_image_free_generator_ignores_the_image(tiny_shapes):
+    images, targets = batch_of(tiny_shapes, 4)
     x = images.float() / 255
     other_targets = {name: (value.long() + 1) % 2 for name, value in targets.items()}
     other_images = torch.rand_like(x)
 
-    z_only = generator_for(classification, label_priors=False).eval()
+    z_only = generator_for(tiny_shapes, label_priors=False).eval()
     assert z_only.decoder[0].in_channels == 128 and not z_only.class_embeddings
     assert torch.equal(z_only(x, targets), z_only(x, other_targets))
     assert torch.equal(z_only(x, targets), z_only(x))
     assert not torch.equal(z_only(x, targets), z_only(other_images, targets))
 
-    embeddings_only = generator_for(classification, image_encoder=False).eval()
+    embeddings_only = generator_for(tiny_shapes, image_encoder=False).eval()
     assert embeddings_only.encoder is None and embeddings_only.decoder[0].in_channels == 16 * 9
     assert torch.equal(embeddings_only(x, targets), embeddings_only(other_images, targets))
     assert not torch.equal(embeddings_only(x, targets), embeddings_only(x, other_targets))
 
-    full = generator_for(classification).eval()
+    full = generator_for(tiny_shapes).eval()
     assert not torch.equal(full(x, targets), full(other_images, targets))
     assert not torch.equal(full(x, targets), full(x, other_targets))
     with pytest.raises(ValueError, match="leave the decoder no input"):
-        generator_for(classification, label_priors=False, image_encoder=False)
+        generator_for(tiny_shapes, label_priors=False, image_encoder=False)
     with pytest.raises(ValueError, match="needs the targets"):
         full(x)
 
@@ -233,23 +216,23 @@ def trainer_for(dataset, generator, surrogate, *, intra=10.0, inter=200.0, augme
     )
 
 
-def test_generator_steps_lower_the_loss(classification):
-    surrogate = frozen_surrogate(classification)
-    trainer = trainer_for(classification, generator_for(classification), surrogate)
-    images, targets = batch_of(classification, 4)
+def test_generator_steps_lower_the_loss(tiny_shapes):
+    surrogate = frozen_surrogate(tiny_shapes)
+    trainer = trainer_for(tiny_shapes, generator_for(tiny_shapes), surrogate)
+    images, targets = batch_of(tiny_shapes, 4)
     losses = [trainer.step(images, targets)["loss"] for _ in range(4)]
     assert losses[-1] < losses[0]
     assert all(p.grad is None for p in surrogate.parameters())  # the surrogate stays frozen
 
 
-def test_regulariser_switches_change_the_loss_by_their_term(classification):
-    surrogate = frozen_surrogate(classification)
-    images, targets = batch_of(classification)
-    generator = generator_for(classification)
+def test_regulariser_switches_change_the_loss_by_their_term(tiny_shapes):
+    surrogate = frozen_surrogate(tiny_shapes)
+    images, targets = batch_of(tiny_shapes)
+    generator = generator_for(tiny_shapes)
     with torch.no_grad():
-        full, terms = trainer_for(classification, generator, surrogate).loss(images, targets)
-        without_intra, _ = trainer_for(classification, generator, surrogate, intra=0.0).loss(images, targets)
-        without_inter, _ = trainer_for(classification, generator, surrogate, inter=0.0).loss(images, targets)
+        full, terms = trainer_for(tiny_shapes, generator, surrogate).loss(images, targets)
+        without_intra, _ = trainer_for(tiny_shapes, generator, surrogate, intra=0.0).loss(images, targets)
+        without_inter, _ = trainer_for(tiny_shapes, generator, surrogate, inter=0.0).loss(images, targets)
     # Same crop (augment off) and train-mode batch statistics: the base loss is the same each time.
     assert float(full - without_intra) == pytest.approx(10.0 * terms["intra_task"], rel=1e-4, abs=1e-6)
     assert float(full - without_inter) == pytest.approx(200.0 * terms["inter_task"], rel=1e-4, abs=1e-6)
@@ -261,12 +244,12 @@ def test_regulariser_switches_change_the_loss_by_their_term(classification):
     assert (ablated.effective_intra_task_weight, ablated.effective_inter_task_weight) == (0.0, 0.0)
 
 
-def test_dense_tasks_train_their_label_embeddings(dense):
+def test_dense_tasks_train_their_label_embeddings(tiny_dense_shapes):
     torch.manual_seed(1)
-    surrogate = MultiTaskModel(dense.tasks, "test_resnet", image_size=dense.crop_size, decoder_width=0.125)
-    generator = generator_for(dense)
-    trainer = trainer_for(dense, generator, surrogate.eval().requires_grad_(False), augment=True)
-    images, targets = batch_of(dense, 4)
+    surrogate = MultiTaskModel(tiny_dense_shapes.tasks, "test_resnet", image_size=tiny_dense_shapes.crop_size, decoder_width=0.125)
+    generator = generator_for(tiny_dense_shapes)
+    trainer = trainer_for(tiny_dense_shapes, generator, surrogate.eval().requires_grad_(False), augment=True)
+    images, targets = batch_of(tiny_dense_shapes, 4)
     trainer.step(images, targets)
     for name in ("segmentation", "depth", "normal"):
         assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in generator.dense_embeddings[name].parameters())
@@ -281,14 +264,14 @@ def test_stop_rule_groups_binary_and_multiclass_errors():
     assert not rule.reached([Task("depth", TaskKind.DEPTH, 1)], {})  # nothing measurable: run to the cap
 
 
-def test_quantized_deltas_stay_in_budget_and_in_the_image_range(classification):
-    generator = generator_for(classification).eval()
+def test_quantized_deltas_stay_in_budget_and_in_the_image_range(tiny_shapes):
+    generator = generator_for(tiny_shapes).eval()
     with torch.no_grad():
         generator.decoder[-1].weight.zero_()
         generator.decoder[-1].bias.fill_(1.0)  # every raw output far above +epsilon
     columns = torch.tensor([0, 3, 250, 255], dtype=torch.uint8).repeat_interleave(4)  # 16 columns
     images = columns.expand(4, 3, 16, 16).contiguous()
-    _, targets = batch_of(classification, 4)
+    _, targets = batch_of(tiny_shapes, 4)
     steps = quantized_deltas(generator, images, targets, EPSILON)
     # Clamped at +8, then cut so that x + delta <= 255.
     assert set(zip(images[0, 0, 0].tolist(), steps[0, 0, 0].tolist())) == {(0, 8), (3, 8), (250, 5), (255, 0)}
@@ -303,38 +286,38 @@ def test_quantized_deltas_stay_in_budget_and_in_the_image_range(classification):
 
 
 @pytest.fixture(scope="module")
-def em_deltas(classification):
+def em_deltas(tiny_shapes):
     method = create_method("mtlue-em", surrogate_backbone="test_resnet", **TINY)
-    return method.generate(classification, GenerationContext(seed=3)), method.history
+    return method.generate(tiny_shapes, GenerationContext(seed=3)), method.history
 
 
-def test_em_deltas_fit_the_budget_on_the_published_images(classification, em_deltas):
+def test_em_deltas_fit_the_budget_on_the_published_images(tiny_shapes, em_deltas):
     deltas, history = em_deltas
-    train = classification.split("train")
-    assert deltas.dtype == np.int8 and deltas.shape == (32, *classification.image_shape)
+    train = tiny_shapes.split("train")
+    assert deltas.dtype == np.int8 and deltas.shape == (32, *tiny_shapes.image_shape)
     assert np.abs(deltas.astype(np.int16)).max() <= EPSILON
     published = publish(np.asarray(train.images), deltas)
     # Exact: the stored delta is what the published uint8 image differs by, nothing clipped away.
     assert np.array_equal(published.astype(np.int16) - train.images, deltas.astype(np.int16))
     assert np.abs(deltas.astype(np.int16)).mean() > 1  # the generator perturbs
-    assert len(history) == 1 and set(history[0]["errors"]) == {t.name for t in classification.tasks}
+    assert len(history) == 1 and set(history[0]["errors"]) == {t.name for t in tiny_shapes.tasks}
 
 
-def test_em_is_byte_identical_for_a_seed(classification, em_deltas):
-    again = create_method("mtlue-em", surrogate_backbone="test_resnet", **TINY).generate(classification, GenerationContext(seed=3))
+def test_em_is_byte_identical_for_a_seed(tiny_shapes, em_deltas):
+    again = create_method("mtlue-em", surrogate_backbone="test_resnet", **TINY).generate(tiny_shapes, GenerationContext(seed=3))
     assert again.tobytes() == em_deltas[0].tobytes()
 
 
-def test_tap_end_to_end_through_mtlue_poison(classification, surrogate_folder, tmp_path, capsys):
+def test_tap_end_to_end_through_mtlue_poison(tiny_shapes, surrogate_folder, tmp_path, capsys):
     out = tmp_path / "poisons" / "mtlue-tap"
     code = mtlue_main([
-        "poison", "--data", str(classification.root), "--method", "mtlue-tap", "--out", str(out),
+        "poison", "--data", str(tiny_shapes.root), "--method", "mtlue-tap", "--out", str(out),
         "--surrogate", str(surrogate_folder / "final.pt"),
         "--set", "max_epochs=1", "--set", "batch_size=16", "--set", "lr_milestones=[1]",
         "--set", "unprotected_tasks=[has_circle]",
     ])
     assert code == 0, capsys.readouterr().err
-    store = load_store(out, classification)
+    store = load_store(out, tiny_shapes)
     assert store.card.method == "mtlue-tap"
     assert store.card.hyperparameters["unprotected_tasks"] == ["has_circle"]
     assert store.card.hyperparameters["lr_milestones"] == [1]
@@ -342,14 +325,14 @@ def test_tap_end_to_end_through_mtlue_poison(classification, surrogate_folder, t
     assert deltas.shape == (32, 3, 16, 16) and np.abs(deltas.astype(np.int16)).max() <= EPSILON
 
 
-def test_sep_averages_over_the_snapshots(classification, surrogate_folder, tmp_path):
+def test_sep_averages_over_the_snapshots(tiny_shapes, surrogate_folder, tmp_path):
     from mtlue.methods.surrogate import surrogate_files
 
     _, snapshots = surrogate_files(surrogate_folder)
     assert len(snapshots) == 2
     method = create_method("mtlue-sep", **TINY)
     context = GenerationContext(seed=0, surrogate_checkpoints=snapshots)
-    store = make_poison(classification, method, context, tmp_path / "sep")
+    store = make_poison(tiny_shapes, method, context, tmp_path / "sep")
     assert len(store.card.surrogates) == 2  # the card names both snapshots the poison was made against
     assert np.abs(np.asarray(store.deltas).astype(np.int16)).max() <= EPSILON
     assert math.isfinite(method.history[0]["base_loss"])
@@ -359,7 +342,7 @@ def test_sep_averages_over_the_snapshots(classification, surrogate_folder, tmp_p
 # bad inputs
 
 
-def test_bad_hyperparameters_name_the_fix(classification):
+def test_bad_hyperparameters_name_the_fix(tiny_shapes):
     with pytest.raises(MethodError, match="lr_milestones must be increasing"):
         create_method("mtlue-em", lr_milestones=[80, 60])
     with pytest.raises(MethodError, match="cannot both be false"):
@@ -371,11 +354,11 @@ def test_bad_hyperparameters_name_the_fix(classification):
     with pytest.raises(MethodError, match="no hyperparameter.*surrogate_backbone"):
         create_method("mtlue-tap", surrogate_backbone="resnet18")  # TAP's surrogate comes from --surrogate
     with pytest.raises(MethodError, match="does not have; its tasks: has_circle"):
-        create_method("mtlue-em", unprotected_tasks=["smiling"], **TINY).generate(classification, GenerationContext())
-    every = [task.name for task in classification.tasks]
+        create_method("mtlue-em", unprotected_tasks=["smiling"], **TINY).generate(tiny_shapes, GenerationContext())
+    every = [task.name for task in tiny_shapes.tasks]
     with pytest.raises(MethodError, match="nothing would be protected"):
-        create_method("mtlue-em", unprotected_tasks=every, **TINY).generate(classification, GenerationContext())
+        create_method("mtlue-em", unprotected_tasks=every, **TINY).generate(tiny_shapes, GenerationContext())
     with pytest.raises(MethodError, match="needs a clean surrogate model"):
-        create_method("mtlue-tap", **TINY).generate(classification, GenerationContext())
+        create_method("mtlue-tap", **TINY).generate(tiny_shapes, GenerationContext())
     with pytest.raises(MethodError, match="surrogate_backbone 'no_such_net'"):
-        create_method("mtlue-em", surrogate_backbone="no_such_net", **TINY).generate(classification, GenerationContext())
+        create_method("mtlue-em", surrogate_backbone="no_such_net", **TINY).generate(tiny_shapes, GenerationContext())

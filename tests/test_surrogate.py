@@ -29,31 +29,10 @@ from victims.config import TrainConfig, VictimConfig
 from victims.model import MultiTaskModel
 from victims.train import seed_everything
 
-SHAPES = dict(train_size=32, test_size=16, image_size=16, crop_size=12)
+from conftest import TINY_SHAPES as SHAPES  # noqa: E402
 EPOCHS, EVERY = 3, 2
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    # On 2 shared cores, two torch threads on these tiny tensors run ~25x slower than one.
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def shapes(tmp_path_factory) -> PreparedDataset:
-    root = tmp_path_factory.mktemp("data")
-    create_builder("shapes", dense_tasks=False, **SHAPES).prepare(root / "shapes", root / "raw")
-    return PreparedDataset(root / "shapes")
-
-
-@pytest.fixture(scope="module")
-def dense_shapes(tmp_path_factory) -> PreparedDataset:
-    root = tmp_path_factory.mktemp("data")
-    create_builder("shapes", **SHAPES).prepare(root / "dense", root / "raw")
-    return PreparedDataset(root / "dense")
 
 
 def quick_recipe(**overrides) -> TrainConfig:
@@ -65,9 +44,9 @@ TINY = VictimConfig(backbone="test_resnet")
 
 
 @pytest.fixture(scope="module")
-def surrogate(shapes, tmp_path_factory):
+def surrogate(tiny_shapes, tmp_path_factory):
     out = tmp_path_factory.mktemp("surrogate") / "surrogate"
-    card = train_surrogate(shapes, out, victim=TINY, config=quick_recipe(), every=EVERY, progress=False)
+    card = train_surrogate(tiny_shapes, out, victim=TINY, config=quick_recipe(), every=EVERY, progress=False)
     return out, card
 
 
@@ -87,7 +66,7 @@ def test_snapshot_schedule_is_seps():
         snapshot_epochs(60, 0)
 
 
-def test_folder_holds_the_snapshots_the_final_model_and_a_card(shapes, surrogate):
+def test_folder_holds_the_snapshots_the_final_model_and_a_card(tiny_shapes, surrogate):
     out, card = surrogate
     assert sorted(path.name for path in out.iterdir()) == sorted([CARD_NAME, snapshot_name(0), snapshot_name(2), FINAL_NAME])
     assert [(item.file, item.epoch) for item in card.snapshots] == [("epoch_000.pt", 0), ("epoch_002.pt", 2)]
@@ -96,23 +75,23 @@ def test_folder_holds_the_snapshots_the_final_model_and_a_card(shapes, surrogate
         assert file_sha256(out / item.file) == item.sha256
     on_disk = json.loads((out / CARD_NAME).read_text())
     assert on_disk["backbone"] == "test_resnet" and on_disk["seed"] == 0 and on_disk["epochs"] == EPOCHS
-    assert on_disk["train_content_hash"] == shapes.manifest["splits"]["train"]["content_hash"]
-    assert [task["name"] for task in on_disk["tasks"]] == [task.name for task in shapes.tasks]
+    assert on_disk["train_content_hash"] == tiny_shapes.manifest["splits"]["train"]["content_hash"]
+    assert [task["name"] for task in on_disk["tasks"]] == [task.name for task in tiny_shapes.tasks]
     assert read_surrogate_card(out) == card
     assert surrogate_files(out) == (out / FINAL_NAME, (out / "epoch_000.pt", out / "epoch_002.pt"))
 
     # Epoch 0 is the initialisation: the seeded, untrained network.
     seed_everything(0)
-    initial = MultiTaskModel(shapes.tasks, "test_resnet", image_size=shapes.crop_size)
+    initial = MultiTaskModel(tiny_shapes.tasks, "test_resnet", image_size=tiny_shapes.crop_size)
     assert same_state(state_of(out / "epoch_000.pt"), initial.state_dict())
     # Training moved the weights between the snapshots and to the end.
     snapshots = [state_of(out / name) for name in ("epoch_000.pt", "epoch_002.pt", FINAL_NAME)]
     assert not same_state(snapshots[0], snapshots[1]) and not same_state(snapshots[1], snapshots[2])
 
 
-def test_loaded_surrogate_is_the_saved_model_frozen_in_eval_mode(shapes, surrogate):
+def test_loaded_surrogate_is_the_saved_model_frozen_in_eval_mode(tiny_shapes, surrogate):
     out, _ = surrogate
-    model = load_surrogate(out / FINAL_NAME, shapes)
+    model = load_surrogate(out / FINAL_NAME, tiny_shapes)
     assert isinstance(model, MultiTaskModel) and not model.training
     assert not any(parameter.requires_grad for parameter in model.parameters())
     assert same_state(model.state_dict(), state_of(out / FINAL_NAME))
@@ -120,11 +99,11 @@ def test_loaded_surrogate_is_the_saved_model_frozen_in_eval_mode(shapes, surroga
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    load_surrogate(out / "epoch_002.pt", shapes.tasks, backbone="test_resnet")
+    load_surrogate(out / "epoch_002.pt", tiny_shapes.tasks, backbone="test_resnet")
     assert torch.equal(torch.rand(3), expected)
 
 
-def test_interrupted_training_resumes_to_the_same_files(shapes, surrogate, tmp_path):
+def test_interrupted_training_resumes_to_the_same_files(tiny_shapes, surrogate, tmp_path):
     _, reference = surrogate
 
     class Killed(Exception):
@@ -136,22 +115,22 @@ def test_interrupted_training_resumes_to_the_same_files(shapes, surrogate, tmp_p
 
     out, checkpoints = tmp_path / "surrogate", tmp_path / "checkpoints"
     with pytest.raises(Killed):
-        train_surrogate(shapes, out, victim=TINY, config=quick_recipe(), every=EVERY, checkpoint_dir=checkpoints,
+        train_surrogate(tiny_shapes, out, victim=TINY, config=quick_recipe(), every=EVERY, checkpoint_dir=checkpoints,
                         progress=False, callbacks=[kill_after_second_epoch])
     assert not out.exists()  # nothing that looks finished
-    card = train_surrogate(shapes, out, victim=TINY, config=quick_recipe(), every=EVERY, checkpoint_dir=checkpoints, progress=False)
+    card = train_surrogate(tiny_shapes, out, victim=TINY, config=quick_recipe(), every=EVERY, checkpoint_dir=checkpoints, progress=False)
     assert card.metrics["history"][0]["epoch"] == 1  # the history of the first two epochs came back
     assert [item.sha256 for item in card.files().values()] == [item.sha256 for item in reference.files().values()]
 
 
-def test_mismatched_surrogates_are_refused_with_the_fix(shapes, dense_shapes, surrogate, tmp_path):
+def test_mismatched_surrogates_are_refused_with_the_fix(tiny_shapes, tiny_dense_shapes, surrogate, tmp_path):
     out, _ = surrogate
     with pytest.raises(SurrogateError, match=r"predicts tasks \[has_circle \(binary, 2\).*but the data has tasks.*mtlue surrogate"):
-        load_surrogate(out / FINAL_NAME, dense_shapes)
+        load_surrogate(out / FINAL_NAME, tiny_dense_shapes)
     with pytest.raises(SurrogateError, match="is a 'test_resnet' network, 'resnet18' was asked for.*--backbone resnet18"):
-        load_surrogate(out / FINAL_NAME, shapes, backbone="resnet18")
+        load_surrogate(out / FINAL_NAME, tiny_shapes, backbone="resnet18")
     with pytest.raises(SurrogateError, match="no surrogate model file at .*mtlue surrogate --data"):
-        load_surrogate(out / "epoch_001.pt", shapes)
+        load_surrogate(out / "epoch_001.pt", tiny_shapes)
 
     other = create_builder("shapes", dense_tasks=False, **{**SHAPES, "seed": 1})
     other.prepare(tmp_path / "other", tmp_path / "raw")
@@ -164,23 +143,23 @@ def test_mismatched_surrogates_are_refused_with_the_fix(shapes, dense_shapes, su
     state[next(iter(state))] += 1
     torch.save(state, tampered / FINAL_NAME)
     with pytest.raises(SurrogateError, match="does not match the sha256 its card records"):
-        load_surrogate(tampered / FINAL_NAME, shapes)
+        load_surrogate(tampered / FINAL_NAME, tiny_shapes)
 
     (tampered / CARD_NAME).unlink()
     with pytest.raises(SurrogateError, match="has no surrogate.json: it is not a surrogate folder.*mtlue surrogate"):
-        load_surrogate(tampered / "epoch_000.pt", shapes)
+        load_surrogate(tampered / "epoch_000.pt", tiny_shapes)
 
 
-def test_surrogate_refuses_a_weighting_or_single_task_mode(shapes, tmp_path):
+def test_surrogate_refuses_a_weighting_or_single_task_mode(tiny_shapes, tmp_path):
     with pytest.raises(SurrogateError, match="equal task weights.*leave --mode and --weighting at mtl and ew"):
-        train_surrogate(shapes, tmp_path / "out", victim=VictimConfig(backbone="test_resnet", weighting="uw"), config=quick_recipe())
+        train_surrogate(tiny_shapes, tmp_path / "out", victim=VictimConfig(backbone="test_resnet", weighting="uw"), config=quick_recipe())
     assert not (tmp_path / "out").exists()
 
 
-def test_surrogate_and_tap_poison_commands_end_to_end(shapes, tmp_path, capsys):
+def test_surrogate_and_tap_poison_commands_end_to_end(tiny_shapes, tmp_path, capsys):
     out = tmp_path / "surrogate"
     status = main([
-        "surrogate", "--data", str(shapes.root), "--out", str(out), "--backbone", "test_resnet",
+        "surrogate", "--data", str(tiny_shapes.root), "--out", str(out), "--backbone", "test_resnet",
         "--epochs", "2", "--every", "1", "--batch-size", "16", "--eval-every", "0", "--device", "cpu",
         "--num-threads", "1", "--no-progress",
     ])
@@ -190,23 +169,23 @@ def test_surrogate_and_tap_poison_commands_end_to_end(shapes, tmp_path, capsys):
 
     poison = tmp_path / "poisons" / "tap"
     status = main([
-        "poison", "--data", str(shapes.root), "--method", "tap", "--out", str(poison), "--surrogate", str(final),
+        "poison", "--data", str(tiny_shapes.root), "--method", "tap", "--out", str(poison), "--surrogate", str(final),
         "--set", "steps=2", "--set", "batch_size=16",
     ])
     assert status == 0
-    store = load_store(poison, shapes)
+    store = load_store(poison, tiny_shapes)
     assert store.card.method == "tap" and store.card.hyperparameters["steps"] == 2
     assert [record.sha256 for record in store.card.surrogates] == [file_sha256(final)]
-    clean = shapes.split("train").images
+    clean = tiny_shapes.split("train").images
     published = publish(clean, store.deltas)
     assert np.abs(published.astype(int) - clean.astype(int)).max() <= 8
 
 
-def test_surrogate_command_errors_name_the_fix(shapes, tmp_path, capsys):
-    status = main(["surrogate", "--data", str(shapes.root), "--out", str(tmp_path / "s"), "--every", "0"])
+def test_surrogate_command_errors_name_the_fix(tiny_shapes, tmp_path, capsys):
+    status = main(["surrogate", "--data", str(tiny_shapes.root), "--out", str(tmp_path / "s"), "--every", "0"])
     assert status == 2 and "--every must be a whole number of epochs >= 1" in capsys.readouterr().err
-    status = main(["surrogate", "--data", str(shapes.root), "--out", str(tmp_path / "s"), "--epochs", "0"])
+    status = main(["surrogate", "--data", str(tiny_shapes.root), "--out", str(tmp_path / "s"), "--epochs", "0"])
     assert status == 2 and "epochs must be at least 1" in capsys.readouterr().err
-    status = main(["poison", "--data", str(shapes.root), "--method", "tap", "--out", str(tmp_path / "p")])
+    status = main(["poison", "--data", str(tiny_shapes.root), "--method", "tap", "--out", str(tmp_path / "p")])
     assert status == 2 and "needs a clean surrogate model" in capsys.readouterr().err
     assert not (tmp_path / "s").exists() and not (tmp_path / "p").exists()

@@ -44,16 +44,6 @@ UNWEIGHTED = {"graddrop"}
 PROPERTY_SETTINGS = settings(max_examples=40, deadline=None)
 
 
-@pytest.fixture(autouse=True, scope="module")
-def single_thread():
-    """The problems here are tiny: intra-op threads only add synchronisation, which on a shared
-    machine can make each step many times slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def make(name: str, num_tasks: int, **hyperparameters) -> Weighting:
     return create_weighting(name, num_tasks, **hyperparameters)
 
