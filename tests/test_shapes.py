@@ -133,3 +133,19 @@ def test_bad_options_name_the_problem(options, message):
 
     with pytest.raises(DatasetError, match=message):
         create_builder("shapes", **options)
+
+
+def test_classification_labels_survive_a_horizontal_flip():
+    """The victims' standard augmentation flips images without touching class labels, so no
+    task may depend on left versus right."""
+    from mtlue.data.shapes import _classification_labels, _sample_scene_parameters
+
+    rng = np.random.default_rng(5)
+    count, size = 256, 32
+    parameters = _sample_scene_parameters(rng, count)
+    front = rng.integers(0, MAX_OBJECTS, (count, size, size))
+    covered = rng.random((count, size, size)) < 0.2
+    labels = _classification_labels(parameters, front, covered, size)
+    flipped = _classification_labels(parameters, front[:, :, ::-1], covered[:, :, ::-1], size)
+    for name in labels:
+        assert np.array_equal(labels[name], flipped[name]), name

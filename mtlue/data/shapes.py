@@ -7,18 +7,21 @@ The same scene gives every label, so the tasks are consistent with the image and
 other, mirroring the three kinds of multi-task data in the MTL-UE paper:
 
 - binary attributes, as CelebA has: ``has_circle``, ``has_square``, ``has_triangle``,
-  ``has_stripes``, ``near_object`` (an object closer than 2.7 m), ``left_heavy`` (more object
-  pixels in the left half than in the right);
+  ``has_stripes``, ``near_object`` (an object closer than 2.7 m), ``top_heavy`` (more object
+  pixels in the top half than in the bottom);
 - multiclass tasks, as UTKFace has: ``count`` (1-4 visible objects), ``largest_shape``
-  (shape of the object covering most pixels), ``largest_quadrant`` (quadrant of its centroid);
+  (shape of the object covering most pixels), ``largest_size`` (the share of the image that
+  object covers: under 5 %, 5-7.5 %, over 7.5 %, close to thirds);
 - dense tasks, as NYUv2 has: ``segmentation`` (background, circle, square, triangle), ``depth``
   (metres) and ``normal`` (unit vectors, x right, y down, z towards the camera).
 
 Why these scenes make a fair default: colours, positions and sizes are drawn independently of
 the labels, so no single pixel or global colour statistic predicts a task; the labels are
 carried by shape outlines, texture, shading (normals), fog and apparent size (depth), which a
-small CNN learns in a few epochs. Everything is a deterministic function of the seed, so the
-dataset needs no download and is identical on every machine.
+small CNN learns in a few epochs. Every label survives the victims' standard augmentation: a
+horizontal flip changes no label (a left/right task would be coin-flip noise under it) and a
+random crop moves the scene by a few pixels only. Everything is a deterministic function of the
+seed, so the dataset needs no download and is identical on every machine.
 """
 
 from __future__ import annotations
@@ -34,7 +37,9 @@ from .tasks import Task, TaskKind
 __all__ = ["ShapesDataset", "ShapesOptions", "render_scenes", "SHAPES_TASKS"]
 
 SHAPE_NAMES = ("circle", "square", "triangle")
-QUADRANTS = ("top_left", "top_right", "bottom_left", "bottom_right")
+SIZE_CLASSES = ("small", "medium", "large")
+#: Upper bounds of the small and medium classes of ``largest_size``, as shares of the image.
+SIZE_BOUNDS = (0.05, 0.075)
 MAX_OBJECTS = 4
 NEAR_DEPTH = 2.7  # metres; chosen so that ``near_object`` is close to balanced
 WORLD_WIDTH = 4.0  # metres spanned by the image at the objects' distance (orthographic shading)
@@ -47,10 +52,10 @@ SHAPES_TASKS: tuple[Task, ...] = (
     Task("has_triangle", TaskKind.BINARY, 2),
     Task("has_stripes", TaskKind.BINARY, 2),
     Task("near_object", TaskKind.BINARY, 2),
-    Task("left_heavy", TaskKind.BINARY, 2),
+    Task("top_heavy", TaskKind.BINARY, 2),
     Task("count", TaskKind.MULTICLASS, MAX_OBJECTS, class_names=("1", "2", "3", "4")),
     Task("largest_shape", TaskKind.MULTICLASS, len(SHAPE_NAMES), class_names=SHAPE_NAMES),
-    Task("largest_quadrant", TaskKind.MULTICLASS, len(QUADRANTS), class_names=QUADRANTS),
+    Task("largest_size", TaskKind.MULTICLASS, len(SIZE_CLASSES), class_names=SIZE_CLASSES),
     Task("segmentation", TaskKind.SEGMENTATION, 1 + len(SHAPE_NAMES), class_names=("background", *SHAPE_NAMES)),
     Task("depth", TaskKind.DEPTH, 1),
     Task("normal", TaskKind.NORMAL, 3),
@@ -207,15 +212,11 @@ def _classification_labels(p: dict[str, np.ndarray], front: np.ndarray, covered:
     visible = pixels >= max(2, round(0.004 * size * size))
     kind = p["kind"]
     half = size // 2
-    left = (owner[:, :, :half] >= 0).sum(axis=(1, 2))
-    right = (owner[:, :, size - half :] >= 0).sum(axis=(1, 2))
+    top = (owner[:, :half] >= 0).sum(axis=(1, 2))
+    bottom = (owner[:, size - half :] >= 0).sum(axis=(1, 2))
 
     largest = pixels.argmax(axis=1)
-    largest_mask = owner == largest[:, None, None]
-    ys, xs = np.mgrid[0:size, 0:size]
-    area = np.maximum(largest_mask.sum(axis=(1, 2)), 1)
-    centre_x = (largest_mask * xs).sum(axis=(1, 2)) / area
-    centre_y = (largest_mask * ys).sum(axis=(1, 2)) / area
+    largest_share = pixels.max(axis=1) / (size * size)
     rows = np.arange(count)
     labels = {
         "has_circle": (visible & (kind == 0)).any(axis=1),
@@ -223,10 +224,10 @@ def _classification_labels(p: dict[str, np.ndarray], front: np.ndarray, covered:
         "has_triangle": (visible & (kind == 2)).any(axis=1),
         "has_stripes": (visible & p["striped"]).any(axis=1),
         "near_object": (visible & (p["depth"] < NEAR_DEPTH)).any(axis=1),
-        "left_heavy": left > right,
+        "top_heavy": top > bottom,
         "count": np.clip(visible.sum(axis=1), 1, MAX_OBJECTS) - 1,
         "largest_shape": kind[rows, largest],
-        "largest_quadrant": 2 * (centre_y >= size / 2) + (centre_x >= size / 2),
+        "largest_size": np.digitize(largest_share, SIZE_BOUNDS),
     }
     return {name: value.astype(np.uint8) for name, value in labels.items()}
 
