@@ -295,6 +295,22 @@ def test_victim_command_writes_documented_metrics_json(squares, tmp_path, capsys
     assert "classification_mean" in capsys.readouterr().out
 
 
+def test_victim_command_trains_on_the_published_images_of_a_poison_store(squares, dense_squares, tmp_path):
+    from mtlue.methods import GenerationContext, create_method, make_poison
+    from mtlue.poisons import PoisonError
+
+    store = make_poison(squares, create_method("lsp"), GenerationContext(seed=1), tmp_path / "lsp")
+    common = ["--backbone", "test_resnet", "--epochs", "1", "--batch-size", "64", "--device", "cpu", "--num-threads", "1", "--no-progress"]
+    out = tmp_path / "poisoned.json"
+    victim_command(["--data", str(squares.root), "--poison", str(store.root), "--out", str(out), *common])
+    data = json.loads(out.read_text())
+    assert data["dataset"]["train_images"] == f"lsp:{store.card.sha256}"
+    # A store made for other data would put its deltas on the wrong images: refused, nothing written.
+    with pytest.raises(PoisonError, match="another version of the training split|regenerate"):
+        victim_command(["--data", str(dense_squares.root), "--poison", str(store.root), "--out", str(tmp_path / "x.json"), *common])
+    assert not (tmp_path / "x.json").exists()
+
+
 def test_single_task_mode_trains_one_network_per_task(squares, tmp_path):
     out = tmp_path / "metrics.json"
     victim_command(
