@@ -37,9 +37,9 @@ Table **MTL-UE vs per-sample PGD**, for every ``mtlue-X`` whose base method ``X`
   ``em.error_minimizing_noise`` returns);
 - ``ratio``: ``generator s`` / ``PGD s`` (below 1: the generator is cheaper).
 
-The defaults are the workflow's full poison stage (2048 samples, a 60-epoch ResNet-18
-surrogate, up to 100 generator epochs): hours on a CPU. A quick look, under a minute on two shared
-CPU cores::
+The defaults are the embedded default's whole poison stage (config/config.yaml: every method,
+CPU-sized); a paper preset's (``--config config/celeba.yaml``) takes hours on a CPU. A quick
+look, under a minute on two shared CPU cores::
 
     python bench/bench_methods.py --train-size 32 --methods clean,lsp,ar,tap,mtlue-tap \\
         --set surrogate.epochs=2 --set mtlue-tap.max_epochs=2 --set mtlue-tap.batch_size=16
