@@ -7,6 +7,8 @@ values, budget arithmetic) are checked exactly.
 
 from __future__ import annotations
 
+import json
+
 import math
 
 import numpy as np
@@ -316,7 +318,11 @@ def test_tap_end_to_end_through_mtlue_poison(tiny_shapes, surrogate_folder, tmp_
         "--set", "max_epochs=1", "--set", "batch_size=16", "--set", "lr_milestones=[1]",
         "--set", "unprotected_tasks=[has_circle]",
     ])
-    assert code == 0, capsys.readouterr().err
+    printed = capsys.readouterr()
+    assert code == 0, printed.err
+    # The generator's epoch record reaches the job's log.
+    (epoch_line,) = [line for line in printed.out.splitlines() if line.startswith("training epoch ")]
+    assert {"epoch", "loss", "intra_task", "inter_task", "errors"} <= set(json.loads(epoch_line.removeprefix("training epoch ")))
     store = load_store(out, tiny_shapes)
     assert store.card.method == "mtlue-tap"
     assert store.card.hyperparameters["unprotected_tasks"] == ["has_circle"]

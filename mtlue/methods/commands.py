@@ -14,6 +14,7 @@ one line.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from typing import Any
 
@@ -114,6 +115,10 @@ def run_poison(args: argparse.Namespace) -> None:
         tasks = classification_tasks(dataset, method.name)
         print(f"class-wise over {len(tasks)} classification task(s): {', '.join(t.name for t in tasks)}", file=sys.stderr)
     store = make_poison(dataset, method, context, args.out, ratio=args.ratio)
+    # Methods that train (the MTL-UE generator) keep one record per epoch: loss terms, the stop
+    # rule's errors, seconds. The log of the workflow's poison job is where they can be read.
+    for record in getattr(method, "history", None) or ():
+        print(f"training epoch {json.dumps(record, sort_keys=True)}")
     print(store.card.describe())
     print(f"store written to {store.root} (deltas sha256 {store.card.sha256[:16]})")
     if args.preview:
