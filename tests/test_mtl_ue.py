@@ -8,7 +8,6 @@ values, budget arithmetic) are checked exactly.
 from __future__ import annotations
 
 import json
-
 import math
 
 import numpy as np
