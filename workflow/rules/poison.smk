@@ -6,16 +6,15 @@ POISONS = config["poisons"]
 METHODS = POISONS["methods"]
 
 
-def method_requirement(method):
+def needs_clean_surrogate(method):
     from mtlue.methods import Requirement, method_class
 
-    requirement = method_class(method).requires
-    return requirement in (Requirement.SURROGATE, Requirement.SURROGATE_CHECKPOINTS)
+    return method_class(method).requires in (Requirement.SURROGATE, Requirement.SURROGATE_CHECKPOINTS)
 
 
 def poison_inputs(wildcards):
     inputs = {"manifest": rules.prepare.output.manifest.format(dataset=wildcards.dataset)}
-    if method_requirement(wildcards.method):
+    if needs_clean_surrogate(wildcards.method):
         inputs["surrogate"] = rules.surrogate.output.card.format(dataset=wildcards.dataset)
     return inputs
 

@@ -5,12 +5,6 @@
 SURROGATE = config["surrogate"]
 
 
-def surrogate_snapshot_epochs():
-    from mtlue.methods.surrogate import snapshot_epochs
-
-    return snapshot_epochs(SURROGATE["epochs"], SURROGATE["every"])
-
-
 rule surrogate:
     input:
         manifest=rules.prepare.output.manifest,
@@ -33,5 +27,6 @@ rule surrogate:
         " --backbone {SURROGATE[backbone]} --every {SURROGATE[every]} --epochs {SURROGATE[epochs]}"
         " --batch-size {SURROGATE[batch_size]} --decoder-width {config[victims][decoder_width]}"
         " --lr {params.train[lr]} --weight-decay {params.train[weight_decay]}"
-        " --milestones {params.milestones} --seed {SURROGATE[seed]}"
+        " --milestones {params.milestones} --gamma {params.train[gamma]} --clip-norm {params.train[clip_norm]}"
+        " --eval-every {params.train[eval_every]} --seed {SURROGATE[seed]}"
         " --num-threads {threads} --checkpoint-dir {params.checkpoints} --no-progress > {log} 2>&1"
