@@ -107,15 +107,17 @@ class GenerationContext:
         if requirement is Requirement.SURROGATE:
             if self.surrogate is None:
                 raise MethodError(
-                    f"method {method!r} needs a clean surrogate model: train one "
-                    f"(the workflow's surrogate stage) and pass it with --surrogate PATH"
+                    f"method {method!r} needs a clean surrogate model: train one with `mtlue surrogate` "
+                    f"(the workflow's surrogate stage) and pass its folder with --surrogate-dir DIR "
+                    f"(or its final model with --surrogate PATH)"
                 )
             paths: tuple[Path, ...] = (self.surrogate,)
         elif requirement is Requirement.SURROGATE_CHECKPOINTS:
             if not self.surrogate_checkpoints:
                 raise MethodError(
-                    f"method {method!r} needs the checkpoints of a clean surrogate run: pass each "
-                    f"with --surrogate-checkpoint PATH"
+                    f"method {method!r} needs the checkpoints of a clean surrogate run: train one with "
+                    f"`mtlue surrogate` and pass its folder with --surrogate-dir DIR (or each snapshot "
+                    f"with --surrogate-checkpoint PATH)"
                 )
             paths = self.surrogate_checkpoints
         else:
