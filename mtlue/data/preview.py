@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -97,6 +99,13 @@ def render_sample_grid(dataset: PreparedDataset, out: str | Path, split: str = "
     for axis in axes.ravel():
         axis.set_axis_off()
     figure.suptitle(f"{dataset.name} ({split})", fontsize=9)
+    return save_figure_png(figure, out)
+
+
+def save_figure_png(figure: Any, out: str | os.PathLike[str]) -> Path:
+    """Lay out ``figure``, write it as a PNG atomically (never a half-written image) and close it."""
+    import matplotlib.pyplot as plt
+
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110)

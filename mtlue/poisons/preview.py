@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import io
 import os
 from pathlib import Path
 
 import numpy as np
 
 from mtlue.data.store import PreparedDataset
-from mtlue.io import atomic_write
+from mtlue.data.preview import save_figure_png
 
 from .store import POISONED_SPLIT, PoisonStore
 
@@ -58,11 +57,4 @@ def render_poison_preview(
             if row == 0:
                 axis.set_title(train.ids[int(chosen[column])], fontsize=6)
     figure.suptitle(store.card.describe(), fontsize=7)
-    figure.tight_layout()
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110)
-    plt.close(figure)
-    out = Path(out)
-    with atomic_write(out, "wb") as handle:
-        handle.write(buffer.getvalue())
-    return out
+    return save_figure_png(figure, out)
