@@ -12,7 +12,9 @@ from .generate import make_poison
 from .multitask import ADAPTATIONS, grid_cells, grid_size
 from .registry import (
     ENTRY_POINT_GROUP,
+    METHOD_NAME_RULE,
     create_method,
+    is_valid_method_name,
     list_methods,
     method_class,
     method_description,
@@ -22,6 +24,7 @@ from .registry import (
 __all__ = [
     "ADAPTATIONS",
     "ENTRY_POINT_GROUP",
+    "METHOD_NAME_RULE",
     "ClasswiseHyperparameters",
     "ClasswiseMethod",
     "GenerationContext",
@@ -33,6 +36,7 @@ __all__ = [
     "create_method",
     "grid_cells",
     "grid_size",
+    "is_valid_method_name",
     "list_methods",
     "make_poison",
     "method_class",

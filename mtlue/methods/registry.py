@@ -24,6 +24,8 @@ from .base import MethodError, UEMethod
 
 __all__ = [
     "ENTRY_POINT_GROUP",
+    "METHOD_NAME_RULE",
+    "is_valid_method_name",
     "register_method",
     "list_methods",
     "method_class",
@@ -33,6 +35,8 @@ __all__ = [
 
 ENTRY_POINT_GROUP = "mtlue.methods"
 _NAME = re.compile(r"^[a-z][a-z0-9_]*(-[a-z0-9_]+)*$")
+#: The rule ``_NAME`` enforces, in words, for error messages.
+METHOD_NAME_RULE = "lower case letters, digits, '_' and inner '-', starting with a letter (as in mtlue-em)"
 
 _METHODS: dict[str, type[UEMethod]] = {}
 
@@ -42,10 +46,8 @@ M = TypeVar("M", bound=type[UEMethod])
 def register_method(name: str) -> Callable[[M], M]:
     """Class decorator adding a ``UEMethod`` subclass under ``name`` (lower case, digits, '_' and
     inner '-', as in ``mtlue-em``)."""
-    if not _NAME.match(name):
-        raise ValueError(
-            f"method name {name!r} must be lower case letters, digits, '_' and inner '-', starting with a letter"
-        )
+    if not is_valid_method_name(name):
+        raise ValueError(f"method name {name!r} must be {METHOD_NAME_RULE}")
 
     def decorator(cls: M) -> M:
         if not (isinstance(cls, type) and issubclass(cls, UEMethod)):
@@ -57,6 +59,11 @@ def register_method(name: str) -> Callable[[M], M]:
         return cls
 
     return decorator
+
+
+def is_valid_method_name(name: object) -> bool:
+    """Whether ``name`` may name a method: it becomes a folder and a Snakemake wildcard value."""
+    return isinstance(name, str) and _NAME.fullmatch(name) is not None
 
 
 def list_methods() -> list[str]:
@@ -96,6 +103,11 @@ def _plugin_entry_points() -> dict[str, metadata.EntryPoint]:
     found: dict[str, metadata.EntryPoint] = {}
     for entry_point in metadata.entry_points(group=ENTRY_POINT_GROUP):
         name = entry_point.name
+        if not is_valid_method_name(name):
+            raise MethodError(
+                f"package {_package(entry_point)} declares a method {name!r} in the {ENTRY_POINT_GROUP!r} "
+                f"entry points; method names are {METHOD_NAME_RULE}: rename the plugin's entry point"
+            )
         registered = _METHODS.get(name)
         if registered is not None and _is_builtin(registered):
             raise MethodError(

@@ -1,26 +1,47 @@
 """Perturbation stores: int8 deltas in steps of 1/255 with a JSON card, and the budget arithmetic.
 
-See ``store`` for the on-disk form and ``budget`` for why the deltas are integers.
+See ``store`` for the on-disk form, ``budget`` for why the deltas are integers, and
+``submissions`` for perturbation files handed in to the leaderboard.
 """
 
 from .budget import (
     DEFAULT_EPSILON,
     NORM,
+    check_budget,
     check_deltas,
     check_epsilon,
+    max_abs_per_sample,
     publish,
     quantize,
+    round_to_steps,
 )
-from .card import CARD_NAME, DELTAS_NAME, FORMAT, PoisonCard, SurrogateRecord
+from .card import (
+    CARD_NAME,
+    DELTAS_NAME,
+    FORMAT,
+    SUBMISSION_LAYOUTS,
+    PoisonCard,
+    SubmissionRecord,
+    SurrogateRecord,
+)
 from .errors import PoisonError
 from .partial import poison_mask, poisoned_count
 from .store import (
     POISONED_SPLIT,
     PoisonStore,
+    check_safetensors_header,
     load_store,
     read_card,
     read_deltas_file,
     write_store,
+)
+from .submissions import (
+    SUBMISSIONS_ROOT,
+    install_submission,
+    list_submissions,
+    read_submission,
+    submission_dir,
+    submit_file,
 )
 
 __all__ = [
@@ -30,18 +51,30 @@ __all__ = [
     "FORMAT",
     "NORM",
     "POISONED_SPLIT",
+    "SUBMISSIONS_ROOT",
+    "SUBMISSION_LAYOUTS",
     "PoisonCard",
     "PoisonError",
     "PoisonStore",
+    "SubmissionRecord",
     "SurrogateRecord",
+    "check_budget",
     "check_deltas",
     "check_epsilon",
+    "check_safetensors_header",
+    "install_submission",
+    "list_submissions",
     "load_store",
+    "max_abs_per_sample",
     "poison_mask",
     "poisoned_count",
     "publish",
     "quantize",
     "read_card",
     "read_deltas_file",
+    "read_submission",
+    "round_to_steps",
+    "submission_dir",
+    "submit_file",
     "write_store",
 ]

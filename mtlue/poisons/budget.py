@@ -13,7 +13,17 @@ import numpy as np
 
 from .errors import PoisonError
 
-__all__ = ["DEFAULT_EPSILON", "NORM", "check_epsilon", "quantize", "publish", "check_deltas"]
+__all__ = [
+    "DEFAULT_EPSILON",
+    "NORM",
+    "check_epsilon",
+    "round_to_steps",
+    "quantize",
+    "publish",
+    "max_abs_per_sample",
+    "check_budget",
+    "check_deltas",
+]
 
 #: The benchmark's budget, 8/255 in L-inf (MTL-UE, section 1), in units of 1/255.
 DEFAULT_EPSILON = 8
@@ -37,6 +47,33 @@ def check_epsilon(epsilon: object) -> int:
     return int(epsilon)
 
 
+def round_to_steps(
+    delta: np.ndarray,
+    *,
+    what: str = "the perturbation",
+    fix: str = "the method that produced it diverged: fix it (or lower its step size) before storing",
+    first_sample: int = 0,
+) -> np.ndarray:
+    """Float perturbation in [0, 1] image units -> whole 1/255 steps (float64), NOT clipped.
+
+    Rounds to the nearest step, halves to even. The result stays float64 so that a value far
+    outside int8 is reported as it is by ``check_budget`` instead of wrapping around in a cast.
+    ``first_sample`` is the index of ``delta[0]`` when ``delta`` is a chunk of a larger array.
+    """
+    delta = np.asarray(delta)
+    if not (np.issubdtype(delta.dtype, np.floating) or np.issubdtype(delta.dtype, np.integer)):
+        raise PoisonError(f"{what} must be real-valued to be rounded to 1/255 steps, got dtype {delta.dtype}")
+    finite = np.isfinite(delta)
+    if not finite.all():
+        bad = int(delta.size - np.count_nonzero(finite))
+        where = ""
+        if delta.ndim > 1:
+            first = int(np.flatnonzero(~finite.reshape(len(delta), -1).all(axis=1))[0]) + first_sample
+            where = f" (first in sample {first})"
+        raise PoisonError(f"{what} has {bad} NaN or infinite value(s){where}; {fix}")
+    return np.rint(delta.astype(np.float64) * 255.0)
+
+
 def quantize(delta: np.ndarray, epsilon: int) -> np.ndarray:
     """Float perturbation in [0, 1] image units -> int8 steps of 1/255, within +-``epsilon``.
 
@@ -47,15 +84,7 @@ def quantize(delta: np.ndarray, epsilon: int) -> np.ndarray:
     delta = np.asarray(delta)
     if not (np.issubdtype(delta.dtype, np.floating) or np.issubdtype(delta.dtype, np.integer)):
         raise PoisonError(f"quantize expects a real-valued array, got dtype {delta.dtype}")
-    finite = np.isfinite(delta)
-    if not finite.all():
-        bad = int(delta.size - np.count_nonzero(finite))
-        raise PoisonError(
-            f"the perturbation has {bad} NaN or infinite value(s); the method that produced it "
-            f"diverged: fix it (or lower its step size) before storing"
-        )
-    steps = np.rint(delta.astype(np.float64) * 255.0)
-    return np.clip(steps, -epsilon, epsilon).astype(np.int8)
+    return np.clip(round_to_steps(delta), -epsilon, epsilon).astype(np.int8)
 
 
 def publish(images: np.ndarray, deltas: np.ndarray) -> np.ndarray:
@@ -106,8 +135,56 @@ def check_deltas(
         return
     low, high = int(deltas.min()), int(deltas.max())
     if low < -epsilon or high > epsilon:
-        over = int(np.count_nonzero((deltas < -epsilon) | (deltas > epsilon)))
-        raise PoisonError(
-            f"{what} breaks the L-inf budget of {epsilon}/255: {over} value(s) reach "
-            f"{max(-low, high)}/255; clip with quantize(delta, {epsilon}) or regenerate within the budget"
+        check_budget(
+            max_abs_per_sample(deltas),
+            epsilon=epsilon,
+            values_over=int(np.count_nonzero((deltas < -epsilon) | (deltas > epsilon))),
+            what=what,
+            fix=f"clip with quantize(delta, {epsilon}) or regenerate within the budget",
         )
+
+
+def max_abs_per_sample(values: np.ndarray) -> np.ndarray:
+    """The largest |value| of every sample (axis 0) as float64, exact for int8 and whole steps.
+
+    Reduces min and max separately, so an int8 array is never copied to a wider type (and -128
+    does not overflow in abs).
+    """
+    values = np.asarray(values)
+    if values.ndim == 0:
+        raise PoisonError("max_abs_per_sample expects an array of samples, got a scalar")
+    if values.size == 0:
+        return np.zeros(len(values), dtype=np.float64)
+    flat = values.reshape(len(values), -1)
+    return np.maximum(-flat.min(axis=1).astype(np.float64), flat.max(axis=1).astype(np.float64))
+
+
+def check_budget(
+    max_abs: np.ndarray,
+    *,
+    epsilon: int,
+    what: str,
+    fix: str,
+    values_over: int | None = None,
+    first_sample: int = 0,
+) -> None:
+    """Raise ``PoisonError`` naming the worst sample if any of ``max_abs`` (per sample, in 1/255
+    steps, from ``max_abs_per_sample``) exceeds ``epsilon``.
+
+    ``values_over`` is how many single values break the budget, when the caller counted them.
+    """
+    epsilon = check_epsilon(epsilon)
+    max_abs = np.asarray(max_abs, dtype=np.float64)
+    over = np.flatnonzero(max_abs > epsilon)
+    if not over.size:
+        return
+    worst = int(over[np.argmax(max_abs[over])])
+    counted = f"{values_over} value(s)" if values_over is not None else "values"
+    raise PoisonError(
+        f"{what} breaks the L-inf budget of {epsilon}/255: {counted} reach {_steps(max_abs[worst])}/255, "
+        f"the largest in sample {worst + first_sample} ({over.size} sample(s) over the budget); {fix}"
+    )
+
+
+def _steps(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() and abs(value) < 1e15 else f"{value:g}"

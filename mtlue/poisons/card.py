@@ -17,11 +17,13 @@ from typing import Any
 from .budget import NORM, check_epsilon
 from .errors import PoisonError
 
-__all__ = ["FORMAT", "CARD_NAME", "DELTAS_NAME", "SurrogateRecord", "PoisonCard"]
+__all__ = ["FORMAT", "CARD_NAME", "DELTAS_NAME", "SUBMISSION_LAYOUTS", "SurrogateRecord", "SubmissionRecord", "PoisonCard"]
 
 FORMAT = "mtlue-poison/1"
 CARD_NAME = "card.json"
 DELTAS_NAME = "deltas.safetensors"
+#: The forms a submitted perturbation file may take (see mtlue.poisons.submissions).
+SUBMISSION_LAYOUTS = ("int8-deltas", "float-deltas", "uint8-images")
 
 
 @dataclass(frozen=True)
@@ -30,6 +32,21 @@ class SurrogateRecord:
 
     path: str
     sha256: str
+
+
+@dataclass(frozen=True)
+class SubmissionRecord:
+    """The file a leaderboard submission was made from (``mtlue submit``), by content.
+
+    The card's ``method`` is the submitter's name and its ``created`` the submission date; the
+    store holds the checked int8 deltas, this record the sha256 of the file as it was handed in.
+    """
+
+    file: str
+    sha256: str
+    bytes: int
+    #: One of ``SUBMISSION_LAYOUTS``: which tensor the file held and in which units.
+    layout: str
 
 
 @dataclass(frozen=True)
@@ -56,6 +73,8 @@ class PoisonCard:
     created: str
     mtlue_version: str
     surrogates: tuple[SurrogateRecord, ...] = ()
+    #: Set when the deltas come from a submitted file instead of a registered method.
+    submission: SubmissionRecord | None = None
     norm: str = NORM
     file: str = DELTAS_NAME
     format: str = FORMAT
@@ -65,6 +84,11 @@ class PoisonCard:
         data["image_shape"] = list(self.image_shape)
         data["poisoned_indices"] = None if self.poisoned_indices is None else list(self.poisoned_indices)
         data["surrogates"] = [asdict(record) for record in self.surrogates]
+        # Absent rather than null on method stores, so their cards read as before submissions existed.
+        if self.submission is None:
+            del data["submission"]
+        else:
+            data["submission"] = asdict(self.submission)
         return data
 
     @classmethod
@@ -78,7 +102,7 @@ class PoisonCard:
                 f"{source} has format {data.get('format')!r}, this version reads {FORMAT!r}; {regenerate}"
             )
         names = {item.name for item in fields(cls)}
-        missing = sorted(names - set(data) - {"surrogates"})
+        missing = sorted(names - set(data) - {"surrogates", "submission"})
         if missing:
             raise PoisonError(f"{source} lacks {', '.join(missing)}; {regenerate}")
         unknown = sorted(set(data) - names)
@@ -105,6 +129,7 @@ class PoisonCard:
                 created=_typed(data, "created", str),
                 mtlue_version=_typed(data, "mtlue_version", str),
                 surrogates=tuple(_surrogate(item) for item in data.get("surrogates", [])),
+                submission=_submission(data.get("submission")),
                 norm=_typed(data, "norm", str),
                 file=_typed(data, "file", str),
             )
@@ -120,8 +145,9 @@ class PoisonCard:
 
     def describe(self) -> str:
         share = "all" if self.poisoned_indices is None else f"{len(self.poisoned_indices)}/{self.samples}"
+        origin = "" if self.submission is None else f" (submitted as {self.submission.file}, {self.submission.layout})"
         return (
-            f"{self.method} on {self.dataset}/{self.split}: {share} samples poisoned, "
+            f"{self.method}{origin} on {self.dataset}/{self.split}: {share} samples poisoned, "
             f"L-inf <= {self.epsilon}/255 (largest |delta| {self.max_abs_delta}/255), seed {self.seed}"
         )
 
@@ -149,3 +175,20 @@ def _surrogate(item: object) -> SurrogateRecord:
         raise PoisonError(f"a surrogate entry is not {{path, sha256}}: {item!r}")
     return SurrogateRecord(path=str(item["path"]), sha256=str(item["sha256"]))
 
+
+
+def _submission(item: object) -> SubmissionRecord | None:
+    if item is None:
+        return None
+    keys = {"file", "sha256", "bytes", "layout"}
+    if not isinstance(item, Mapping) or set(item) != keys:
+        raise PoisonError(f"the submission entry is not {{{', '.join(sorted(keys))}}}: {item!r}")
+    record = SubmissionRecord(
+        file=_typed(item, "file", str),
+        sha256=_typed(item, "sha256", str),
+        bytes=_typed(item, "bytes", int),
+        layout=_typed(item, "layout", str),
+    )
+    if record.layout not in SUBMISSION_LAYOUTS:
+        raise PoisonError(f"submission layout {record.layout!r} is not one of {', '.join(SUBMISSION_LAYOUTS)}")
+    return record

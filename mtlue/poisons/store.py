@@ -33,7 +33,7 @@ from mtlue.data.store import PreparedDataset, SplitData
 from mtlue.io import atomic_directory, atomic_write_json, file_sha256
 
 from .budget import NORM, check_deltas, check_epsilon, publish
-from .card import CARD_NAME, DELTAS_NAME, FORMAT, PoisonCard, SurrogateRecord
+from .card import CARD_NAME, DELTAS_NAME, FORMAT, PoisonCard, SubmissionRecord, SurrogateRecord
 from .errors import PoisonError
 from .partial import poisoned_count
 
@@ -45,6 +45,7 @@ __all__ = [
     "read_card",
     "read_deltas_file",
     "load_store",
+    "check_safetensors_header",
 ]
 
 #: Unlearnable examples perturb the training split only; victims are scored on the clean test split.
@@ -90,11 +91,13 @@ def write_store(
     ratio: float = 1.0,
     poisoned_indices: Sequence[int] | np.ndarray | None = None,
     surrogates: Sequence[str | os.PathLike[str]] = (),
+    submission: SubmissionRecord | None = None,
 ) -> PoisonStore:
     """Check ``deltas`` against the budget and the training split, then write the store atomically.
 
     ``poisoned_indices`` lists the perturbed samples when ``ratio`` < 1; every other sample's
-    delta must be zero. ``surrogates`` are the model files the method read, recorded by sha256.
+    delta must be zero. ``surrogates`` are the model files the method read, recorded by sha256;
+    ``submission`` the file a leaderboard submission was made from (``mtlue submit``).
     """
     out_dir = Path(out_dir)
     epsilon = check_epsilon(epsilon)
@@ -133,6 +136,7 @@ def write_store(
             created=_creation_time(),
             mtlue_version=__version__,
             surrogates=records,
+            submission=submission,
         )
         atomic_write_json(building / CARD_NAME, card.to_json())
     return PoisonStore(out_dir, card, deltas)
@@ -163,7 +167,8 @@ def read_deltas_file(
 ) -> np.ndarray:
     """Load the int8 ``deltas`` tensor of a safetensors file, checking size, hash and format first.
 
-    Also the entry point for perturbation files submitted to the leaderboard without a card.
+    Leaderboard submissions, which may also arrive as float deltas or poisoned images, are read
+    by ``mtlue.poisons.submissions``.
     """
     path = Path(path)
     if not path.is_file():
@@ -180,6 +185,7 @@ def read_deltas_file(
             f"{path} fails its sha256 check: the file was changed after the store was written; "
             f"regenerate the store with `mtlue poison` rather than editing it"
         )
+    check_safetensors_header(path, fix="regenerate the store with `mtlue poison`")
     try:
         with safetensors.safe_open(str(path), framework="numpy") as handle:
             names = list(handle.keys())
@@ -200,6 +206,40 @@ def read_deltas_file(
             f"{path} is not a valid safetensors file ({error}); perturbations are only read from "
             f"safetensors (never pickle): regenerate the store with `mtlue poison`"
         ) from None
+
+
+#: Leading bytes of the formats perturbations arrive in by mistake, named in the refusal.
+_FOREIGN_FORMATS = (
+    (b"\x93NUMPY", "a NumPy .npy array"),
+    (b"PK\x03\x04", "a zip archive (a NumPy .npz, or a torch.save .pt/.pth file)"),
+    (b"PK\x05\x06", "an empty zip archive"),
+    (b"\x80", "a Python pickle (pickle.dump, joblib, or an old torch.save)"),
+    (b"\x89HDF", "an HDF5 file"),
+    (b"\x1f\x8b", "a gzip file"),
+)
+
+
+def check_safetensors_header(path: str | os.PathLike[str], *, fix: str) -> None:
+    """Refuse ``path`` unless it starts like safetensors: 8 bytes of header length, then ``{``.
+
+    Reads 9 bytes and nothing else, so a pickle or a zip is named and refused without ever
+    being parsed (and never unpickled). ``fix`` is appended to the message.
+    """
+    path = Path(path)
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(9)
+    if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        return
+    kind = next((name for magic, name in _FOREIGN_FORMATS if head.startswith(magic)), None)
+    if kind is None:
+        kind = "empty" if size == 0 else "of an unknown format: it lacks the safetensors header"
+    else:
+        kind = f"{kind}, which is never loaded here"
+    raise PoisonError(
+        f"{path} is not a valid safetensors file (it is {kind}); perturbations are only read from "
+        f"safetensors (never pickle, npy, npz or pt): {fix}"
+    )
 
 
 def load_store(
