@@ -413,3 +413,15 @@ def test_an_installed_plugin_package_is_listed_and_poisons(tiny_shapes, tmp_path
     path = save(tmp_path / "mine.safetensors", deltas=int8_deltas(tiny_shapes))
     clash = mtlue_subprocess("submit", str(path), "--dataset", "shapes", "--name", "stripes", "--data", str(tiny_shapes.root), site=site)
     assert clash.returncode == 2 and "'stripes' is already a method of the benchmark" in clash.stderr
+
+
+def test_a_plugin_entry_point_with_an_invalid_name_is_named_at_listing(tmp_path, monkeypatch):
+    from mtlue.methods import MethodError, list_methods
+
+    info = tmp_path / "site" / "mtlue_badname-1.0.dist-info"
+    info.mkdir(parents=True)
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: mtlue-badname\nVersion: 1.0\n")
+    (info / "entry_points.txt").write_text("[mtlue.methods]\nMy_Method = numpy:zeros\n")
+    monkeypatch.syspath_prepend(str(tmp_path / "site"))
+    with pytest.raises(MethodError, match="package mtlue-badname 1.0 declares a method 'My_Method'.*lower case.*rename"):
+        list_methods()
