@@ -29,7 +29,7 @@ LISTABLE: dict[str, tuple[str, str | None]] = {
 
 #: Modules whose ``add_commands(subparsers)`` adds subcommands; imported when the parser is
 #: built, so each keeps its heavy imports inside its handlers.
-COMMAND_MODULES: tuple[str, ...] = ("victims.commands", "mtlue.methods.commands", "mtlue.methods.surrogate_commands")
+COMMAND_MODULES: tuple[str, ...] = ("victims.commands", "mtlue.methods.commands", "mtlue.methods.surrogate_commands", "mtlue.report.commands")
 
 
 class CommandError(RuntimeError):

@@ -25,10 +25,10 @@ from .scores import CleanReferences, headline_score
 if TYPE_CHECKING:
     import pandas as pd
 
-__all__ = ["attack_defense_heatmap", "score_bars", "training_curves"]
+__all__ = ["attack_defense_heatmap", "pyplot", "score_bars", "training_curves"]
 
 
-def _pyplot() -> Any:
+def pyplot() -> Any:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -39,7 +39,7 @@ def _pyplot() -> Any:
 
 def score_bars(summary: pd.DataFrame, label: str, title: str) -> Any:
     """Grouped bars: methods on the x axis, one bar per setting (module docstring)."""
-    plt = _pyplot()
+    plt = pyplot()
     methods = method_order(summary["method"])
     settings = list(dict.fromkeys(zip(summary["backbone"], summary["weighting"], summary["defense"])))
     figure, axis = plt.subplots(figsize=(max(4.0, 1.0 + 0.5 * len(methods) * max(1, len(settings)) ** 0.5), 3.4))
@@ -66,7 +66,7 @@ def score_bars(summary: pd.DataFrame, label: str, title: str) -> Any:
 
 def attack_defense_heatmap(matrix: pd.DataFrame, label: str, title: str) -> Any:
     """One panel per (backbone, weighting): methods x defenses, cells annotated with the score."""
-    plt = _pyplot()
+    plt = pyplot()
     panels = list(dict.fromkeys((backbone, weighting) for backbone, weighting, _ in matrix.index))
     defenses = list(matrix.columns)
     methods = max(len(matrix.loc[panel]) for panel in panels)
@@ -88,14 +88,18 @@ def attack_defense_heatmap(matrix: pd.DataFrame, label: str, title: str) -> Any:
         axis.set_yticks(range(len(block.index)), list(block.index), fontsize=7)
         axis.set_title(" / ".join(panel), fontsize=8)
         axis.set_xlabel("defense", fontsize=7)
-    figure.colorbar(image, ax=axes[0, -1], label=label)
+    bar = figure.colorbar(image, ax=axes[0, -1])
+    bar.set_label(label, fontsize=7)
+    bar.ax.tick_params(labelsize=7)
     figure.suptitle(title, fontsize=9)
     return figure
 
 
 def training_curves(records: Sequence[VictimRecord], references: CleanReferences, label: str, title: str) -> Any:
     """Train loss and test headline score per epoch, clean vs poisoned victims (module docstring)."""
-    plt = _pyplot()
+    plt = pyplot()
+    from matplotlib.ticker import MaxNLocator
+
     with_history = [r for r in records if r.mode == "mtl" and r.history]
     if not with_history:
         raise ReportError("no victim has a training history (multi-task victims record one per epoch); rerun the victims")
@@ -124,6 +128,7 @@ def training_curves(records: Sequence[VictimRecord], references: CleanReferences
         score_axis.set_ylabel(label, fontsize=7)
         for axis in (loss_axis, score_axis):
             axis.set_xlabel("epoch", fontsize=7)
+            axis.xaxis.set_major_locator(MaxNLocator(integer=True))
             axis.tick_params(labelsize=7)
         score_axis.legend(fontsize=6)
     figure.suptitle(title, fontsize=9)
