@@ -181,7 +181,7 @@ def load_victim(path: str | Path, dataset: str | None = None) -> VictimRecord:
     train_images = info["train_images"]
     if not isinstance(train_images, str) or (train_images != CLEAN and train_images.partition(":")[0] != method):
         raise ReportError(
-            f"{path}: trained on images {train_images!r}, which are not method {method!r}'s poison "
+            f"{path}: trained on images {train_images!r}, which are not the poison of method {method!r} "
             f"(expected 'clean' or '{method}:<sha256>'); it was copied to the wrong folder: move it or rerun its victim"
         )
 
