@@ -34,6 +34,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mtlue.methods.commands",
     "mtlue.methods.surrogate_commands",
     "mtlue.poisons.commands",
+    "mtlue.report.commands",
 )
 
 

@@ -44,3 +44,27 @@ def tiny_shapes(tmp_path_factory):
 def tiny_dense_shapes(tmp_path_factory):
     """The same scenes with segmentation, depth and normals as well: every task kind."""
     return _prepare_shapes(tmp_path_factory.mktemp("tiny_dense_shapes"))
+
+
+@pytest.fixture(scope="session")
+def tiny_victim_results(tiny_shapes, tmp_path_factory):
+    """A results folder of real tiny victims on ``tiny_shapes``: methods clean and lsp (real
+    stores from ``mtlue poison``), seeds 0 and 1, test_resnet, one epoch; defense ``none`` and,
+    as a second attacker choice, ``noaug`` (the same recipe without random crop and flip)."""
+    from mtlue.cli import main
+
+    results = tmp_path_factory.mktemp("victim_results")
+    data = str(tiny_shapes.root)
+    for method in ("clean", "lsp"):
+        store = results / "shapes" / "poisons" / method
+        assert main(["poison", "--data", data, "--method", method, "--out", str(store), "--num-threads", "1"]) == 0
+        for defense, flags in (("none", []), ("noaug", ["--no-augment"])):
+            for seed in (0, 1):
+                out = results / "shapes" / "victims" / method / "test_resnet" / "ew" / defense / f"seed{seed}" / "metrics.json"
+                argv = [
+                    "victim", "--data", data, "--poison", str(store), "--backbone", "test_resnet", "--weighting", "ew",
+                    "--seed", str(seed), "--epochs", "1", "--batch-size", "16", "--num-threads", "1", "--no-progress",
+                    "--out", str(out), *flags,
+                ]
+                assert main(argv) == 0
+    return results

@@ -2,7 +2,8 @@
 
 - :mod:`victims.backbones` - shared encoders (timm / segmentation-models-pytorch) and their registry
 - :mod:`victims.model` - the hard-parameter-sharing multi-task network
-- :mod:`victims.losses`, :mod:`victims.metrics` - per-task losses, test metrics, aggregate, Δm
+- :mod:`victims.losses`, :mod:`victims.metrics` - per-task losses, test metrics
+- :mod:`victims.summary` - the aggregate and Δm of per-task results (torch-free)
 - :mod:`victims.augment`, :mod:`victims.batches` - on-device crops/flips and batch gathering
 - :mod:`victims.weighting` - task-weighting strategies (registry)
 - :mod:`victims.config` - the experiment settings (``VictimConfig``, ``TrainConfig``), torch-free
@@ -40,8 +41,8 @@ _HOMES = {
     "list_backbones": "backbones",
     "register_backbone": "backbones",
     "MultiTaskModel": "model",
-    "aggregate": "metrics",
-    "delta_m": "metrics",
+    "aggregate": "summary",
+    "delta_m": "summary",
     "TrainConfig": "config",
     "evaluate": "train",
     "fit": "train",

@@ -1,0 +1,45 @@
+"""Tables and plots of the victims' results, rendered from their ``metrics.json`` files only.
+
+- :mod:`mtlue.report.collect` - reading and checking the victims of a results folder
+- :mod:`mtlue.report.scores` - the headline score and delta-m against the clean reference
+- :mod:`mtlue.report.frame` - all victims of a dataset as one DataFrame
+- :mod:`mtlue.report.tables` - mean ± std over seeds, the attack x defense matrix, Markdown
+- :mod:`mtlue.report.plots` - bar charts, heat maps, training curves
+- :mod:`mtlue.report.selection` - which victims count, from the resolved workflow config
+- :mod:`mtlue.report.build` - one dataset's report files (``mtlue report``)
+- :mod:`mtlue.report.commands` - the ``mtlue report`` and ``mtlue leaderboard`` subcommands
+
+Importing the package needs neither torch nor pandas nor matplotlib; they load when used.
+"""
+
+from .build import REPORT_FILES, DatasetReport, build_dataset_report
+from .collect import CLEAN, NO_DEFENSE, ReportError, VictimRecord, collect_victims, find_datasets, load_victim
+from .frame import victim_frame
+from .scores import clean_reference, headline_label, headline_name, headline_score, victim_delta_m
+from .selection import Selection, config_sha256, load_config_json
+from .tables import attack_defense_matrix, score_table, summarize
+
+__all__ = [
+    "CLEAN",
+    "NO_DEFENSE",
+    "REPORT_FILES",
+    "DatasetReport",
+    "ReportError",
+    "Selection",
+    "VictimRecord",
+    "attack_defense_matrix",
+    "build_dataset_report",
+    "clean_reference",
+    "collect_victims",
+    "config_sha256",
+    "find_datasets",
+    "headline_label",
+    "headline_name",
+    "headline_score",
+    "load_config_json",
+    "load_victim",
+    "score_table",
+    "summarize",
+    "victim_delta_m",
+    "victim_frame",
+]

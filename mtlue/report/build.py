@@ -1,0 +1,131 @@
+"""One dataset's report: every table and plot, built in memory, then written at once.
+
+``mtlue report`` writes these files into its ``--out`` folder (:data:`REPORT_FILES`):
+
+- ``victims.csv``: one row per victim (:func:`mtlue.report.frame.victim_frame`)
+- ``scores.csv`` / ``scores.md``: per (method, backbone, weighting, defense) mean and std over
+  seeds of the headline score and delta-m, and each task's mean headline metric
+- ``attack_defense.csv`` / ``attack_defense.md``: the attack x defense matrix
+- ``scores.png``, ``attack_defense.png``, ``training_curves.png``
+
+Nothing is written unless every table and figure was built; each file is replaced atomically.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from .collect import ReportError, VictimRecord, collect_victims
+from .frame import victim_frame
+from .scores import clean_reference, headline_label, headline_name
+from .selection import Selection
+from .tables import attack_defense_matrix, frame_markdown, score_table, summarize
+
+__all__ = ["REPORT_FILES", "DatasetReport", "build_dataset_report"]
+
+REPORT_FILES = (
+    "victims.csv",
+    "scores.csv",
+    "scores.md",
+    "attack_defense.csv",
+    "attack_defense.md",
+    "scores.png",
+    "attack_defense.png",
+    "training_curves.png",
+)
+
+
+@dataclass
+class DatasetReport:
+    """Texts and unsaved figures of one dataset's report, by file name."""
+
+    dataset: str
+    records: list[VictimRecord]
+    texts: dict[str, str] = field(default_factory=dict)
+    figures: dict[str, Any] = field(default_factory=dict)
+
+    def write(self, out: str | Path) -> list[Path]:
+        """Write every file into ``out`` (each atomically) and close the figures."""
+        from mtlue.data.preview import save_figure_png
+        from mtlue.io import atomic_write
+
+        out = Path(out)
+        written = []
+        for name, text in self.texts.items():
+            with atomic_write(out / name) as handle:
+                handle.write(text)
+            written.append(out / name)
+        for name, figure in self.figures.items():
+            written.append(save_figure_png(figure, out / name))
+        self.figures.clear()
+        return written
+
+
+def build_dataset_report(
+    results: str | Path, dataset: str, selection: Selection | None = None, config_hash: str | None = None
+) -> DatasetReport:
+    """Read ``results/dataset/victims`` and build every table and plot (module docstring)."""
+    selection = selection or Selection()
+    found = collect_victims(results, dataset)
+    records = [record for record in found if selection.keep(record)]
+    if not records:
+        raise ReportError(
+            f"none of the {len(found)} victims of {dataset!r} under {results} match the config's methods, backbones, "
+            f"weightings, defenses and seeds; check --config-json"
+        )
+    tasks = records[0].tasks
+    label = headline_label(tasks)
+    frame = victim_frame(records)
+    summary = summarize(frame, tasks)
+    matrix = attack_defense_matrix(summary)
+    report = DatasetReport(dataset, records)
+    report.texts["victims.csv"] = frame.to_csv(index=False)
+    report.texts["scores.csv"] = summary.to_csv(index=False)
+    report.texts["attack_defense.csv"] = matrix.to_csv()
+    header = _header(dataset, records, label, headline_name(tasks), config_hash)
+    report.texts["scores.md"] = (
+        f"{header}\n## {label}: mean ± std over seeds\n\n{frame_markdown(score_table(summary))}\n"
+        f"## Δm vs clean (%): mean ± std over seeds\n\n{frame_markdown(score_table(summary, 'delta_m'))}\n"
+        f"## Per-task headline metrics (mean over seeds)\n\n"
+        f"{frame_markdown(summary.drop(columns=['seed_list', 'score_std', 'delta_m_std', 'delta_m_mean']).set_index(['method', 'backbone', 'weighting', 'defense']))}"
+    )
+    report.texts["attack_defense.md"] = f"{header}\n## Attack x defense: {label}, mean over seeds\n\n{frame_markdown(matrix)}"
+
+    from .plots import attack_defense_heatmap, score_bars, training_curves
+
+    try:
+        report.figures["scores.png"] = score_bars(summary, label, f"{dataset}: {label} (mean ± std over seeds)")
+        report.figures["attack_defense.png"] = attack_defense_heatmap(matrix, label, f"{dataset}: attack x defense, {label}")
+        report.figures["training_curves.png"] = training_curves(records, clean_reference(records), label, f"{dataset}: clean vs poisoned victims")
+    except BaseException:
+        _close(report.figures)
+        raise
+    return report
+
+
+def _header(dataset: str, records: list[VictimRecord], label: str, name: str, config_hash: str | None) -> str:
+    seeds = sorted({record.seed for record in records})
+    definition = (
+        "aggregate classification_mean: the mean headline metric over the classification tasks"
+        if name == "classification_mean"
+        else "delta-m against the clean reference (dense-only dataset)"
+    )
+    return (
+        f"# {dataset}: {len(records)} victims, seeds {', '.join(map(str, seeds))}\n\n"
+        f"- Score: {label}, {definition}. Lower means better protection.\n"
+        "- Δm: victims.summary.delta_m over every metric of every task, against the clean reference: the mean over "
+        "seeds of the clean victims with the same backbone and weighting and defense `none`.\n"
+        "- ± is the sample standard deviation over seeds; with one seed only the mean is shown. n/a: not measured "
+        "or no clean reference.\n"
+        f"- Rendered from the victims' metrics.json files; config sha256: {config_hash or 'not given'}.\n"
+    )
+
+
+def _close(figures: dict[str, Any]) -> None:
+    import matplotlib.pyplot as plt
+
+    for figure in figures.values():
+        plt.close(figure)
+    figures.clear()
