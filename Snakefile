@@ -1,4 +1,4 @@
-# The benchmark workflow: prepare -> surrogate -> poison -> victim -> report.
+# The benchmark workflow: prepare -> surrogate -> poison (or install_submission) -> victim -> report.
 # Every rule is a thin call of the `mtlue` command line, so each step can also run by hand.
 # The embedded default (config/config.yaml) runs on a laptop CPU in minutes:
 #     snakemake --cores all
@@ -36,7 +36,9 @@ include: "workflow/rules/common.smk"
 include: "workflow/rules/prepare.smk"
 include: "workflow/rules/surrogate.smk"
 include: "workflow/rules/poison.smk"
+include: "workflow/rules/submission.smk"
 include: "workflow/rules/victim.smk"
+include: "workflow/rules/report.smk"
 
 
 rule all:

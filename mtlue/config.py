@@ -9,15 +9,16 @@ its dotted path and, for an unknown key, list the valid ones.
 from __future__ import annotations
 
 import copy
-from collections.abc import Mapping
+import itertools
+from collections.abc import Mapping, Sequence
 from importlib import resources
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import jsonschema
 import yaml
 
-__all__ = ["ConfigError", "load_config", "validate_config", "config_schema", "dataset_source"]
+__all__ = ["ConfigError", "VictimRun", "config_schema", "dataset_source", "defense_options", "load_config", "validate_config", "victim_runs"]
 
 
 class ConfigError(ValueError):
@@ -81,25 +82,79 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     _fill_defaults(schema, resolved)
     _check_datasets(resolved)
     _check_methods(resolved)
+    _resolve_robustness(resolved)
+    _check_defenses(resolved)
     return resolved
 
 
-def _check_methods(config: Mapping[str, Any]) -> None:
-    """Every configured method exists and takes the hyperparameters given (torch-free)."""
-    from mtlue.methods import create_method
+class VictimRun(NamedTuple):
+    """The DAG axes of one victim (besides its dataset)."""
 
-    poisons = config["poisons"]
-    for method, hyperparameters in poisons["hyperparameters"].items():
-        if method not in poisons["methods"]:
+    method: str
+    backbone: str
+    weighting: str
+    defense: str
+    seed: int
+
+
+def victim_runs(config: Mapping[str, Any], extra_methods: Sequence[str] = ()) -> list[VictimRun]:
+    """Every victim a validated config asks for: the `victims` grid over every method, then each
+    `robustness` block's grid, without repeats, in that order. ``extra_methods`` (a dataset's
+    submissions) join every grid that takes all methods."""
+    victims = config["victims"]
+    methods = [*config["poisons"]["methods"], *extra_methods]
+    grids = [
+        (methods, victims["backbones"], victims["weightings"], victims["defenses"], victims["seeds"]),
+        *((b.get("methods", methods), b["backbones"], b["weightings"], b["defenses"], b["seeds"]) for b in config["robustness"]),
+    ]
+    runs = (VictimRun(*axes) for grid in grids for axes in itertools.product(*grid))
+    return list(dict.fromkeys(runs))
+
+
+def _resolve_robustness(config: dict[str, Any]) -> None:
+    """Fill each robustness block's axes from the grid's (a block without `methods` takes every
+    method, submissions included) and check its methods are configured."""
+    defaults = {
+        "backbones": config["victims"]["backbones"],
+        "weightings": config["victims"]["weightings"],
+        "seeds": config["victims"]["seeds"],
+    }
+    methods = config["poisons"]["methods"]
+    for index, block in enumerate(config["robustness"]):
+        for key, value in defaults.items():
+            block.setdefault(key, list(value))
+        unknown = [method for method in block.get("methods", []) if method not in methods]
+        if unknown:
             raise ConfigError(
-                f"poisons.hyperparameters.{method}: {method!r} is not in poisons.methods "
-                f"({', '.join(poisons['methods'])}); add it there or remove its hyperparameters"
+                f"robustness[{index}].methods: {', '.join(map(repr, unknown))} not in poisons.methods "
+                f"({', '.join(methods)}); add them there or drop them from the block"
             )
-    for method in poisons["methods"]:
+
+
+def defense_options(config: Mapping[str, Any], spec: str) -> dict[str, Any]:
+    """The `victims.defense_options` of each component of ``spec``, keyed ``component.option``
+    (the form `create_defense` and `mtlue victim --defense-set` take for any composition)."""
+    options = config["victims"]["defense_options"]
+    return {f"{name}.{key}": value for name in spec.split("+") for key, value in options.get(name, {}).items()}
+
+
+def _check_defenses(config: Mapping[str, Any]) -> None:
+    """Every defense of the grid and of the robustness blocks builds with its configured options."""
+    from victims.defenses import DefenseError, create_defense, split_spec
+
+    specs = dict.fromkeys([*config["victims"]["defenses"], *(d for block in config["robustness"] for d in block["defenses"])])
+    used = {name for spec in specs for name in split_spec(spec)}
+    for name in config["victims"]["defense_options"]:
+        if name not in used:
+            raise ConfigError(
+                f"victims.defense_options.{name}: no configured defense uses {name!r} "
+                f"(defenses: {', '.join(specs)}); add it to victims.defenses or a robustness block, or remove its options"
+            )
+    for spec in specs:
         try:
-            create_method(method, **poisons["hyperparameters"].get(method, {}))
-        except ConfigError as error:
-            raise ConfigError(f"poisons: {error}") from None
+            create_defense(spec, **defense_options(config, spec))
+        except DefenseError as error:
+            raise ConfigError(f"defense {spec!r}: {error}") from None
 
 
 def _check_datasets(config: Mapping[str, Any]) -> None:

@@ -20,6 +20,7 @@ from victims.metrics import (
     MetricError,
     MultiTaskMeter,
     aggregate,
+    average_ranks,
     create_meter,
     delta_m,
     roc_auc,
@@ -68,6 +69,15 @@ def test_auc_matches_sklearn_with_ties():
     values = accumulate(BINARY_AUC, torch.from_numpy(scores), torch.from_numpy(labels), batch=33)
     assert list(values) == ["accuracy", "auc"]
     assert values["auc"] == pytest.approx(100 * roc_auc_score(labels, scores))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(-3, 3), min_size=1, max_size=50))
+def test_average_ranks_match_scipy_on_tied_values(values):
+    from scipy.stats import rankdata
+
+    array = np.asarray(values, dtype=np.float64)
+    np.testing.assert_allclose(average_ranks(array), rankdata(array, method="average"))
 
 
 def test_auc_by_hand():

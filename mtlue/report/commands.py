@@ -46,13 +46,13 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     board.set_defaults(handler=_leaderboard)
 
 
-def _selection(args: argparse.Namespace):
+def _selection(args: argparse.Namespace, *, protocol: bool = False):
     from .selection import Selection, config_sha256, load_config_json
 
     if not args.config_json:
         return Selection(), None
     config = load_config_json(args.config_json)
-    return Selection.from_config(config, f"--config-json {args.config_json}"), config_sha256(config)
+    return Selection.from_config(config, f"--config-json {args.config_json}", protocol=protocol), config_sha256(config)
 
 
 def _report(args: argparse.Namespace) -> None:
@@ -77,7 +77,7 @@ def _leaderboard(args: argparse.Namespace) -> None:
     from .collect import ReportError
 
     try:
-        selection, config_hash = _selection(args)
+        selection, config_hash = _selection(args, protocol=True)
         board = build_leaderboard(args.results, selection, args.protocol, config_hash, args.datasets)
     except ReportError as error:
         raise CommandError(str(error)) from error

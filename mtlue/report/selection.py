@@ -1,9 +1,11 @@
 """Which victims a report or leaderboard counts, from the workflow's resolved config.
 
-``--config-json FILE`` is the resolved workflow config (``mtlue check-config --print``, as JSON);
-from it a :class:`Selection` keeps the configured methods (``poisons.methods``) and victims
-(``victims.backbones``, ``weightings``, ``defenses``, ``seeds``, ``mode``), so results left over
-from an earlier configuration in the same folder are not mixed in. Without a config every
+``--config-json FILE`` is the resolved workflow config (``mtlue check-config --print``, as JSON;
+the workflow adds ``submitted``: {dataset: [submission names]});
+from it a :class:`Selection` keeps the configured methods (``poisons.methods`` and submissions)
+and victims (``victims.backbones``, ``weightings``, ``defenses``, ``seeds``, ``mode``, and the
+``robustness`` blocks), so results left over from an earlier configuration in the same folder
+are not mixed in. Without a config every
 victim found counts. The config's hash (:func:`config_sha256`) is recorded as provenance.
 """
 
@@ -34,17 +36,32 @@ class Selection:
     mode: str | None = None
 
     @classmethod
-    def from_config(cls, config: Mapping[str, Any], source: str = "the config") -> Selection:
+    def from_config(cls, config: Mapping[str, Any], source: str = "the config", *, protocol: bool = False) -> Selection:
+        """The victims ``config`` asks for: the `victims` grid and every `robustness` block
+        (``protocol=False``, what the tables show), or only the leaderboard protocol's grid
+        (``protocol=True``): the `victims` grid's axes, with the defenses of the robustness
+        blocks that run against every method on that whole grid."""
         try:
             victims = config.get("victims", {})
+            blocks = config.get("robustness", [])
+            grid = {
+                "backbones": _strings(victims.get("backbones"), "victims.backbones", source),
+                "weightings": _strings(victims.get("weightings"), "victims.weightings", source),
+                "defenses": _strings(victims.get("defenses", [NO_DEFENSE]), "victims.defenses", source),
+                "seeds": _integers(victims.get("seeds"), "victims.seeds", source),
+            }
+            if protocol:
+                blocks = [block for block in blocks if _covers_grid(block, grid)]
+                axes = dict(grid, defenses=_union(grid["defenses"], *(block["defenses"] for block in blocks)))
+            else:
+                axes = {key: _union(values, *(block.get(key, values or ()) for block in blocks)) for key, values in grid.items()}
+            methods = _strings(config.get("poisons", {}).get("methods"), "poisons.methods", source)
+            submitted = [name for names in config.get("submitted", {}).values() for name in names]
             return cls(
                 datasets=tuple(config["datasets"]) if "datasets" in config else None,
-                methods=_strings(config.get("poisons", {}).get("methods"), "poisons.methods", source),
-                backbones=_strings(victims.get("backbones"), "victims.backbones", source),
-                weightings=_strings(victims.get("weightings"), "victims.weightings", source),
-                defenses=_strings(victims.get("defenses", [NO_DEFENSE]), "victims.defenses", source),
-                seeds=_integers(victims.get("seeds"), "victims.seeds", source),
+                methods=_union(methods, submitted) if methods is not None else None,
                 mode=victims.get("mode"),
+                **axes,
             )
         except AttributeError:
             raise ReportError(f"{source}: poisons and victims must be objects (pass the resolved workflow config)") from None
@@ -76,6 +93,19 @@ def config_sha256(config: Mapping[str, Any]) -> str:
     """sha256 of the config's canonical JSON (sorted keys, no whitespace): formatting does not change it."""
     text = json.dumps(config, sort_keys=True, separators=(",", ":"), ensure_ascii=False)
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
+
+
+def _union(first: tuple | None, *more) -> tuple | None:
+    if first is None:
+        return None
+    return tuple(dict.fromkeys([*first, *(item for values in more for item in values)]))
+
+
+def _covers_grid(block: Mapping[str, Any], grid: Mapping[str, tuple | None]) -> bool:
+    """A robustness block runs against every method on at least the whole grid."""
+    return "methods" not in block and all(
+        grid[key] is None or set(grid[key]) <= set(block.get(key, grid[key])) for key in ("backbones", "weightings", "seeds")
+    )
 
 
 def _strings(value: Any, key: str, source: str) -> tuple[str, ...] | None:

@@ -21,9 +21,22 @@ def dataset_options_json(wildcards):
     return json.dumps(config["datasets"][wildcards.dataset].get("options", {}), sort_keys=True)
 
 
+def option_flags(flag, options):
+    """`flag key=value` per option, values in YAML flow style (what the mtlue flags parse), quoted."""
+    import shlex
+
+    import yaml
+
+    return " ".join(
+        f"{flag} " + shlex.quote(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}")
+        for key, value in options.items()
+    )
+
+
 def all_targets():
     targets = []
     for dataset in DATASETS:
         targets.append(f"{RESULTS}/{dataset}/data/summary.txt")
-        targets.extend(victim_metrics(dataset))
+        targets.append(f"{RESULTS}/{dataset}/tables/scores.md")
+    targets.append(f"{RESULTS}/leaderboard/index.html")
     return targets

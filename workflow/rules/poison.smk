@@ -20,13 +20,8 @@ def poison_inputs(wildcards):
 
 
 def poison_flags(wildcards, input):
-    import shlex
-
-    import yaml
-
     flags = [f"--surrogate-dir {os.path.dirname(input.surrogate)}"] if "surrogate" in input.keys() else []
-    for key, value in POISONS["hyperparameters"].get(wildcards.method, {}).items():
-        flags.append("--set " + shlex.quote(f"{key}={yaml.safe_dump(value, default_flow_style=True).strip()}"))
+    flags.append(option_flags("--set", POISONS["hyperparameters"].get(wildcards.method, {})))
     return " ".join(flags)
 
 
@@ -41,6 +36,8 @@ rule poison:
             subcategory="{dataset}",
             caption="../report/poison_preview.rst",
         ),
+    wildcard_constraints:
+        method="|".join(METHODS),
     params:
         out=lambda wildcards, output: os.path.dirname(output.card),
         flags=poison_flags,
