@@ -2,17 +2,20 @@
 Perturbative Availability Poisons with Compression", ICML 2023, https://arxiv.org/abs/2301.13838).
 
 Defaults: quality 10, the paper's and the MTL-UE release's setting (PIL quality 10, applied to
-every training image before the crop; test images untouched). torchvision's libjpeg encoder
-with 4:2:0 chroma subsampling gives byte-identical images to PIL's at the same quality. A
-split transform: deterministic per image, so it is applied once to the training split.
-Encoding runs on the CPU (one image at a time inside libjpeg); the result returns to the
-images' device.
+every training image before the crop; test images untouched), encoded with PIL as the release
+does (libjpeg, PIL's default 4:2:0 chroma subsampling). A split transform: deterministic per
+image, so it is applied once to the training split. Encoding runs on the CPU, one image at a
+time; the result returns to the images' device. (torchvision's ``encode_jpeg`` gives the same
+bytes but is deprecated since torchvision 0.29.)
 """
 
 from __future__ import annotations
 
+import io
+
+import numpy as np
 import torch
-from torchvision.io import decode_jpeg, encode_jpeg
+from PIL import Image
 
 from .base import DefenseError, SplitTransform
 from .registry import register_defense
@@ -37,5 +40,14 @@ class JPEGCompression(SplitTransform):
             raise DefenseError(f"jpeg takes uint8 (B, C, H, W) images, got {images.dtype} {tuple(images.shape)}")
         if len(images) == 0:
             return images
-        encoded = encode_jpeg(list(images.cpu()), quality=self.quality)
-        return torch.stack(decode_jpeg(encoded)).to(images.device)
+        pixels = images.permute(0, 2, 3, 1).cpu().numpy()
+        return torch.from_numpy(np.stack([self._compress(pixel) for pixel in pixels])).permute(0, 3, 1, 2).contiguous().to(images.device)
+
+    def _compress(self, pixels: np.ndarray) -> np.ndarray:
+        grayscale = pixels.shape[-1] == 1
+        image = Image.fromarray(pixels[..., 0] if grayscale else pixels)
+        buffer = io.BytesIO()
+        image.save(buffer, "JPEG", quality=self.quality)
+        buffer.seek(0)
+        decoded = np.array(Image.open(buffer).convert("L" if grayscale else "RGB"))
+        return decoded[..., None] if grayscale else decoded
