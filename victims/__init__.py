@@ -5,6 +5,7 @@
 - :mod:`victims.losses`, :mod:`victims.metrics` - per-task losses, test metrics, aggregate, Δm
 - :mod:`victims.augment`, :mod:`victims.batches` - on-device crops/flips and batch gathering
 - :mod:`victims.weighting` - task-weighting strategies (registry)
+- :mod:`victims.defenses` - the attacker's defenses: split transforms, augmentations, training procedures (registry)
 - :mod:`victims.config` - the experiment settings (``VictimConfig``, ``TrainConfig``), torch-free
 - :mod:`victims.train`, :mod:`victims.checkpoint` - the training loop and resumable checkpoints
 - :mod:`victims.run` - one victim experiment end to end (``metrics.json``)

@@ -12,8 +12,8 @@ victim's weighting strategy, since the weighting is a property of the learner, n
 threat), then takes the normal training step on the adversarial images, where the weighting
 strategy gets the K losses as usual.
 
-The inner maximisation runs with the model in **eval mode** (as the release's and APBench's
-``MadrysLoss``): batch norm uses its running statistics and does not update them during the 10
+The inner maximisation runs with the model in **eval mode** (as APBench's ``MadrysLoss``, taken
+from the EM release): batch norm uses its running statistics and does not update them during the 10
 attack passes, so only the training step itself moves them; dropout is off. Parameter
 gradients are never accumulated by the attack (``torch.autograd.grad`` on the input only). The
 attack's forward passes use the run's autocast setting.

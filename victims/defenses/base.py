@@ -121,8 +121,6 @@ class Defense(abc.ABC):
     """
 
     stage: ClassVar[str] = ""
-    #: Whether the defense draws random numbers (deterministic ones need no step generator).
-    random: ClassVar[bool] = True
 
     def __init__(self) -> None:
         self.name = type(self).__name__
@@ -154,7 +152,6 @@ class SplitTransform(Defense):
     """A deterministic per-image map of uint8 (B, C, H, W) images to uint8 images of the same shape."""
 
     stage: ClassVar[str] = "split"
-    random: ClassVar[bool] = False
 
     @abc.abstractmethod
     def transform(self, images: torch.Tensor) -> torch.Tensor: ...

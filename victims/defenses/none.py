@@ -17,4 +17,3 @@ __all__ = ["NoDefense"]
 @register_defense("none")
 class NoDefense(Defense):
     stage: ClassVar[str] = "none"
-    random: ClassVar[bool] = False
