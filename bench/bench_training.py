@@ -1,6 +1,7 @@
-"""Victim training throughput on the embedded default, per backbone and per weighting.
+"""Victim training throughput on the embedded default, per backbone, per weighting and per defense.
 
     python bench/bench_training.py [--config config/config.yaml] [--batch-size 64] [--steps 4] [--threads 1] [--device cpu]
+        [--tables backbones,weightings,defenses] [--defenses none,jpeg,cutout,mixup,ueraser-max,at]
 
 The data is the config's first dataset (a ``shapes`` dataset with the config's image and crop
 sizes, regenerated at a few batches' size in a scratch folder) and the dense decoders have the
@@ -13,7 +14,13 @@ random crop + flip, forward, losses, the weighting's backward, clipping, Adam):
   normals; smp encoder + three U-Net decoders) and on its classification tasks only (timm
   encoder, the CelebA-like setting), all with equal weighting;
 - **weightings**: every registered strategy on the classification tasks with ``resnet10t``
-  (the paper's weighting experiments are on CelebA, a classification dataset).
+  (the paper's weighting experiments are on CelebA, a classification dataset);
+- **defenses**: each ``--defenses`` spec (:mod:`victims.defenses`) on the full task set with
+  ``--defense-backbone`` and equal weighting: what adversarial training (10 PGD steps) or
+  UEraser's search (``ueraser-max``: 5 scored draws per step) costs against plain training.
+  Split transforms (``jpeg``, ``bdr``, ...) run once before the epoch and are not in its time;
+  their one-off cost is the ``split s`` column. For defenses, ``outside`` includes the defense's
+  own per-step work (augmentations, the UEraser search, the PGD attack).
 
 ``img/s`` is training images per second over one epoch of ``--steps`` batches (after one warm-up
 step); ``outside`` is the share of that epoch not spent in the training step itself (batch
@@ -46,6 +53,7 @@ from mtlue.data.tasks import Task
 from victims.augment import RandomCropFlip
 from victims.batches import BatchSource, SplitArrays, epoch_batches
 from victims.config import TrainConfig
+from victims.defenses import DefendedSource, create_defense
 from victims.device import resolve_device
 from victims.model import MultiTaskModel
 from victims.train import fit, seed_everything, stream_seed, train_step
@@ -61,14 +69,20 @@ class Row:
     seconds_per_step: float = float("nan")
     outside_share: float = float("nan")
     note: str = ""
+    defense: str = "none"
+    split_seconds: float = 0.0
 
 
 def subset(split: SplitData, count: int, tasks: tuple[Task, ...]) -> SplitArrays:
     return SplitArrays(split.images[:count], {task.name: split.targets[task.name][:count] for task in tasks})
 
 
-def measure(dataset: PreparedDataset, tasks: tuple[Task, ...], view: str, backbone: str, weighting_name: str, args: argparse.Namespace) -> Row:
-    row = Row(view, backbone, weighting_name)
+def measure(
+    dataset: PreparedDataset, tasks: tuple[Task, ...], view: str, backbone: str, weighting_name: str, args: argparse.Namespace,
+    defense_spec: str = "none",
+) -> Row:
+    row = Row(view, backbone, weighting_name, defense=defense_spec)
+    defense = create_defense(defense_spec)
     device = resolve_device(args.device)
     count = args.batch_size * args.steps
     train = BatchSource(subset(dataset.split("train"), count, tasks), device, budget_bytes=2**31)
@@ -89,7 +103,11 @@ def measure(dataset: PreparedDataset, tasks: tuple[Task, ...], view: str, backbo
     warmup_optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()])
     train_step(model, weighting, warmup_optimizer, *batches[0], clip_norm=config.clip_norm)
 
-    epoch = fit(model, weighting, train, test, config, crop_size=dataset.crop_size, progress=False).history[0]["seconds"]
+    if defense.split_transforms:
+        started = time.perf_counter()
+        DefendedSource(train, defense)
+        row.split_seconds = time.perf_counter() - started
+    epoch = fit(model, weighting, train, test, config, crop_size=dataset.crop_size, progress=False, defense=defense).history[0]["seconds"]
 
     optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()])
     started = time.perf_counter()
@@ -120,6 +138,19 @@ def print_table(title: str, rows: list[Row]) -> None:
         )
 
 
+def print_defense_table(title: str, rows: list[Row]) -> None:
+    print(f"\n{title}")
+    header = f"| {'defense':<24} | {'img/s':>8} | {'s/step':>7} | {'vs none':>7} | {'outside':>7} | {'split s':>7} |"
+    print(header)
+    print("|" + "|".join("-" * (len(cell)) for cell in header.split("|")[1:-1]) + "|")
+    baseline = next((row.images_per_second for row in rows if row.defense == "none"), float("nan"))
+    for row in rows:
+        print(
+            f"| {row.defense:<24} | {row.images_per_second:8.1f} | {row.seconds_per_step:7.3f} | "
+            f"{row.images_per_second / baseline:6.2f}x | {100 * row.outside_share:6.1f}% | {row.split_seconds:7.2f} |"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--config", default="config/config.yaml", help="workflow config whose first dataset and victims to measure")
@@ -131,6 +162,12 @@ def main() -> None:
     parser.add_argument("--classification-backbones", default="resnet18,resnet10t,vit_tiny_patch4")
     parser.add_argument("--weighting-backbone", default="resnet10t")
     parser.add_argument("--weightings", default="all", help="comma-separated names, or all")
+    parser.add_argument("--tables", default="backbones,weightings,defenses", help="comma-separated tables to measure")
+    parser.add_argument(
+        "--defenses", default="none,jpeg,cutout,mixup,cutmix,ueraser-lite,ueraser-max,at",
+        help="comma-separated defense specs (`mtlue list defenses`; compositions with '+')",
+    )
+    parser.add_argument("--defense-backbone", default="resnet10t", help="dense-capable backbone of the defenses table")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     config = load_config(args.config)
@@ -154,14 +191,22 @@ def main() -> None:
             f"{args.steps} steps/epoch, decoder width {args.decoder_width}, device {args.device}, {torch.get_num_threads()} thread(s), "
             f"torch {torch.__version__}, {platform.processor() or platform.machine()}"
         )
-        backbone_rows = [measure(dataset, everything, "all 12", name, "ew", args) for name in args.backbones.split(",")]
-        backbone_rows += [
-            measure(dataset, classification, "classification", name, "ew", args) for name in args.classification_backbones.split(",")
-        ]
-        print_table("Backbones (equal weighting)", backbone_rows)
-        names = list_weightings() if args.weightings == "all" else args.weightings.split(",")
-        weighting_rows = [measure(dataset, classification, "classification", args.weighting_backbone, name, args) for name in names]
-        print_table(f"Weightings ({args.weighting_backbone}, 9 classification tasks)", weighting_rows)
+        tables = set(args.tables.split(","))
+        if "backbones" in tables:
+            backbone_rows = [measure(dataset, everything, "all 12", name, "ew", args) for name in args.backbones.split(",")]
+            backbone_rows += [
+                measure(dataset, classification, "classification", name, "ew", args) for name in args.classification_backbones.split(",")
+            ]
+            print_table("Backbones (equal weighting)", backbone_rows)
+        if "weightings" in tables:
+            names = list_weightings() if args.weightings == "all" else args.weightings.split(",")
+            weighting_rows = [measure(dataset, classification, "classification", args.weighting_backbone, name, args) for name in names]
+            print_table(f"Weightings ({args.weighting_backbone}, 9 classification tasks)", weighting_rows)
+        if "defenses" in tables:
+            defense_rows = [
+                measure(dataset, everything, "all 12", args.defense_backbone, "ew", args, defense_spec=spec) for spec in args.defenses.split(",")
+            ]
+            print_defense_table(f"Defenses ({args.defense_backbone}, all {len(everything)} tasks, equal weighting)", defense_rows)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 

@@ -25,6 +25,7 @@ LISTABLE: dict[str, tuple[str, str | None]] = {
     "backbones": ("victims.backbones:list_backbones", "victims.backbones:backbone_description"),
     "weightings": ("victims.weighting:list_weightings", "victims.weighting:weighting_description"),
     "methods": ("mtlue.methods:list_methods", "mtlue.methods:method_description"),
+    "defenses": ("victims.defenses:list_defenses", "victims.defenses:defense_description"),
 }
 
 #: Modules whose ``add_commands(subparsers)`` adds subcommands; imported when the parser is

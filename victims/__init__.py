@@ -6,6 +6,7 @@
 - :mod:`victims.summary` - the aggregate and Δm of per-task results (torch-free)
 - :mod:`victims.augment`, :mod:`victims.batches` - on-device crops/flips and batch gathering
 - :mod:`victims.weighting` - task-weighting strategies (registry)
+- :mod:`victims.defenses` - the attacker's defenses: split transforms, augmentations, training procedures (registry)
 - :mod:`victims.config` - the experiment settings (``VictimConfig``, ``TrainConfig``), torch-free
 - :mod:`victims.train`, :mod:`victims.checkpoint` - the training loop and resumable checkpoints
 - :mod:`victims.run` - one victim experiment end to end (``metrics.json``)

@@ -4,6 +4,7 @@
 
     mtlue victim --data resources/data/shapes --backbone resnet18 --weighting ew --seed 0 \\
         --epochs 60 --batch-size 128 [--mode mtl|stl] [--checkpoint-dir DIR] [--poison STORE] \\
+        [--defense jpeg+cutout [--defense-set jpeg.quality=20 ...]] \\
         --out results/shapes/victims/clean/resnet18/ew/none/0/metrics.json
 
 Every ``TrainConfig`` and ``VictimConfig`` field has a flag; unset flags keep the paper's
@@ -136,6 +137,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="a hyperparameter of the weighting strategy (repeatable)",
     )
     strategy.add_argument("--mode", choices=MODES, default=defaults.mode, help="mtl: one multi-task network; stl: one network per task")
+    defense = parser.add_argument_group("defense")
+    defense.add_argument(
+        "--defense", default=defaults.defense, metavar="SPEC",
+        help="what the attacker trains with: `mtlue list defenses`, or names joined by '+' (default: %(default)s, crop + flip)",
+    )
+    defense.add_argument(
+        "--defense-set", action="append", type=_option, default=[], metavar="KEY=VALUE",
+        help="a hyperparameter of the defense, KEY or COMPONENT.KEY for compositions (repeatable)",
+    )
     add_training_arguments(parser)
     parser.set_defaults(handler=_victim)
 
@@ -158,6 +168,7 @@ def _victim(args: argparse.Namespace) -> None:
 
     from .backbones import BackboneError
     from .checkpoint import CheckpointError
+    from .defenses import DefenseError
     from .device import DeviceError
     from .losses import NonFiniteGradientError, NonFiniteLossError
     from .metrics import MetricError
@@ -167,7 +178,8 @@ def _victim(args: argparse.Namespace) -> None:
     try:
         config = train_config(args)
         victim = VictimConfig(
-            weighting=args.weighting, weighting_options=dict(args.weighting_option), mode=args.mode, **network_options(args),
+            weighting=args.weighting, weighting_options=dict(args.weighting_option), mode=args.mode,
+            defense=args.defense, defense_options=dict(args.defense_set), **network_options(args),
         )
     except ValueError as error:
         raise CommandError(str(error)) from error
@@ -178,10 +190,10 @@ def _victim(args: argparse.Namespace) -> None:
             dataset, victim, config, train_images=train_images, train_images_id=train_images_id,
             checkpoint_dir=args.checkpoint_dir, progress=args.progress,
         )
-    except (BackboneError, WeightingError, CheckpointError, DeviceError, MetricError, NonFiniteLossError, NonFiniteGradientError) as error:
+    except (BackboneError, WeightingError, DefenseError, CheckpointError, DeviceError, MetricError, NonFiniteLossError, NonFiniteGradientError) as error:
         raise CommandError(str(error)) from error
     out = Path(args.out)
     atomic_write_json(out, result.to_json())
     summary = ", ".join(f"{key} {value:.4g}" for key, value in result.aggregate.items())
-    print(f"{dataset.name} {victim.backbone}/{victim.weighting}/{victim.mode} seed {config.seed}: {summary}")
+    print(f"{dataset.name} {victim.backbone}/{victim.weighting}/{victim.mode}/{victim.defense} seed {config.seed}: {summary}")
     print(f"metrics written to {out}", file=sys.stderr)

@@ -1,7 +1,7 @@
 """Settings of a victim experiment, as plain dataclasses without torch.
 
 :class:`VictimConfig` is the attacker's choice of network (backbone, weighting strategy, MTL or
-STL, decoder, stem); :class:`TrainConfig` the optimisation recipe. Both validate themselves on
+STL, decoder, stem) and of defense; :class:`TrainConfig` the optimisation recipe. Both validate themselves on
 construction, with messages that name the field and the fix. This module imports nothing heavy,
 so that the ``mtlue`` command line can build its parser (and ``--help``) at once.
 """
@@ -25,7 +25,11 @@ STEMS: tuple[str, ...] = ("release", "standard", "cifar")
 
 @dataclass(frozen=True)
 class VictimConfig:
-    """The attacker's choice of victim: architecture, task weighting and MTL vs STL."""
+    """The attacker's choice of victim: architecture, task weighting, MTL vs STL and defense.
+
+    ``defense`` is a spec of :mod:`victims.defenses` (``none``, ``jpeg``, ``jpeg+cutout``, ...;
+    `mtlue list defenses`), checked when the run starts; ``defense_options`` its hyperparameters.
+    """
 
     backbone: str = "resnet18"
     weighting: str = "ew"
@@ -36,6 +40,8 @@ class VictimConfig:
     decoder_width: float = 1.0
     stem: str = "release"
     pretrained: str | None = None
+    defense: str = "none"
+    defense_options: Mapping[str, Any] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -52,6 +58,9 @@ class VictimConfig:
         if self.stem not in STEMS:
             raise ValueError(f"unknown stem {self.stem!r}; choose one of {', '.join(STEMS)}")
         object.__setattr__(self, "weighting_options", dict(self.weighting_options))
+        if not isinstance(self.defense, str) or not self.defense or "/" in self.defense:
+            raise ValueError(f"defense is a name of `mtlue list defenses` or names joined by '+', got {self.defense!r}")
+        object.__setattr__(self, "defense_options", dict(self.defense_options))
 
 
 @dataclass(frozen=True)

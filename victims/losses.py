@@ -11,6 +11,9 @@
 Dense losses average over the valid pixels of the whole batch; a batch with no valid pixel
 gives a zero loss that is still attached to the graph, so that a weighting strategy sees a
 defined value and a zero gradient rather than NaN.
+
+``per_sample_loss(task)`` gives the same losses per sample, shape (B,) (dense ones averaged over
+each sample's own valid pixels, 0 where it has none), for defenses that rank samples by loss.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 
 from mtlue.data.tasks import IGNORE_INDEX, Task
 
-__all__ = ["LOSSES", "NonFiniteGradientError", "NonFiniteLossError", "task_loss"]
+__all__ = ["LOSSES", "NonFiniteGradientError", "NonFiniteLossError", "per_sample_loss", "task_loss"]
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
@@ -94,3 +97,45 @@ def task_loss(task: Task) -> LossFunction:
         return LOSSES[task.loss]
     except KeyError:
         raise ValueError(f"task {task.name!r} asks for loss {task.loss!r}; known losses: {', '.join(LOSSES)}") from None
+
+
+def _per_sample_mean(values: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
+    dims = tuple(range(1, values.ndim))
+    return torch.where(valid, values, 0.0).sum(dim=dims) / valid.sum(dim=dims).clamp(min=1)
+
+
+def _binary_cross_entropy_per_sample(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    return F.binary_cross_entropy_with_logits(logits.float(), targets.float(), reduction="none")
+
+
+def _cross_entropy_per_sample(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+    targets = targets.long()
+    if logits.ndim == 2:
+        return F.cross_entropy(logits.float(), targets, reduction="none")
+    per_pixel = F.cross_entropy(logits.float(), targets, ignore_index=IGNORE_INDEX, reduction="none")
+    return _per_sample_mean(per_pixel, targets != IGNORE_INDEX)
+
+
+def _depth_l1_per_sample(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    target = target.float()
+    return _per_sample_mean((prediction.float() - target).abs(), target > 0)
+
+
+def _normal_cosine_per_sample(prediction: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    target = target.float()
+    cosine = F.cosine_similarity(prediction.float(), target, dim=1)
+    return _per_sample_mean(1.0 - cosine, target.norm(dim=1) > 0)
+
+
+_PER_SAMPLE: dict[str, LossFunction] = {
+    "bce": _binary_cross_entropy_per_sample,
+    "cross_entropy": _cross_entropy_per_sample,
+    "l1": _depth_l1_per_sample,
+    "cosine": _normal_cosine_per_sample,
+}
+
+
+def per_sample_loss(task: Task) -> LossFunction:
+    """``(output, target) -> (B,)``: the loss of ``task`` per sample (see the module docstring)."""
+    task_loss(task)  # the same error for an unknown loss
+    return _PER_SAMPLE[task.loss]

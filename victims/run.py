@@ -15,6 +15,9 @@ come from the prepared dataset.
                   "train_content_hash", "test_content_hash",   # PreparedDataset split hashes
                   "train_images": "clean" | <id of the published images, e.g. a poison hash>},
       "backbone", "weighting", "weighting_options", "mode" ("mtl"|"stl"), "seed",
+      "defense": {"name": spec, e.g. "none" | "jpeg+cutout",
+                  "options": {as given with --defense-set},
+                  "components": [{"name", "stage" ("split"|"batch"|"procedure"), "hyperparameters"}]},
       "model": {"decoder", "decoder_width", "stem", "pretrained"},
       "train_config": {TrainConfig fields, "milestone_epochs"},
       "metrics": {task: {metric: value}},       # final epoch, units as in victims.metrics
@@ -99,6 +102,7 @@ class VictimResult:
     device: torch.device
     amp_dtype: torch.dtype | None
     wall_time_seconds: float
+    defense: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         dataset = self.dataset
@@ -117,6 +121,7 @@ class VictimResult:
             "weighting_options": dict(self.victim.weighting_options),
             "mode": self.victim.mode,
             "seed": self.config.seed,
+            "defense": self.defense if self.defense is not None else {"name": "none", "options": {}, "components": []},
             "model": {"decoder": self.victim.decoder, "decoder_width": self.victim.decoder_width, "stem": self.victim.stem, "pretrained": self.victim.pretrained},
             "train_config": self.config.to_json(),
             "metrics": self.metrics,
@@ -210,12 +215,15 @@ def run_victim(
     """Train the victim(s) of ``victim`` on ``dataset`` (or on ``train_images``) and test them.
 
     ``victim`` and ``config`` default to the paper's ResNet-18 / equal-weighting MTL victim.
+    ``victim.defense`` is built (and checked against the dataset) before any data is loaded; it
+    applies to the training images only, the test split is never defended.
 
     ``train_images`` replaces the train split's images (e.g. a poisoned copy) and
     ``train_images_id`` names it in the result and the checkpoint fingerprint. With
     ``checkpoint_dir``, each network checkpoints to ``<dir>/<run>.pt`` after every epoch and an
     interrupted experiment resumes where it stopped.
     """
+    from .defenses import create_defense
     from .weighting import create_weighting
 
     victim = victim or VictimConfig()
@@ -223,6 +231,8 @@ def run_victim(
     started = time.perf_counter()
     # Names are checked before the data is loaded, so a typo fails at once.
     get_backbone_spec(victim.backbone)
+    defense = create_defense(victim.defense, **victim.defense_options)
+    defense.check(dataset.tasks, dataset.image_shape[0])
     device = resolve_device(config.device)
     amp_dtype = _amp_dtype(device, config, victim)
     configure_threads(config.num_threads)
@@ -254,7 +264,7 @@ def run_victim(
             model, weighting, train_source, test_source, config,
             crop_size=dataset.crop_size, amp_dtype=amp_dtype, name=name, checkpoint_path=checkpoint,
             fingerprint=_fingerprint(name, dataset, train_images_id, victim, config),
-            progress=progress, callbacks=callbacks,
+            progress=progress, callbacks=callbacks, defense=defense,
         )
         parameters = sum(p.numel() for p in model.parameters())
         # Off the device, so single-task mode does not hold K networks in device memory.
@@ -273,4 +283,5 @@ def run_victim(
         device=device,
         amp_dtype=amp_dtype,
         wall_time_seconds=time.perf_counter() - started,
+        defense=defense.to_json(),
     )

@@ -4,9 +4,12 @@ The defaults are the paper's victim recipe (MTL-UE Sec. 5 / release configs): Ad
 rate 1e-3 and weight decay 1e-4 (L2, as torch's Adam applies it), MultiStepLR dividing the
 learning rate by 10 after 60 % and 80 % of the epochs, gradient clipping at global norm 5,
 random crop + horizontal flip for training and a centre crop for testing, inputs in [0, 1].
-Every step: augment on the device, forward through ``encode``/``decode``, one loss per task,
-then the task-weighting strategy's ``backward`` (which decides how the per-task gradients reach
-the shared encoder), clipping and the optimizer step.
+Every step: augment on the device, apply the attacker's defense (:mod:`victims.defenses`: the
+default ``none`` leaves the cropped batch as it is), forward through ``encode``/``decode``, one
+loss per task (lambda-mixed for MixUp / CutMix), then the task-weighting strategy's
+``backward`` (which decides how the per-task gradients reach the shared encoder), clipping and
+the optimizer step. A defense's random numbers come from the data generator, so a resumed run
+draws what an uninterrupted one does.
 
 A non-finite loss stops training at once with :class:`~victims.losses.NonFiniteLossError`,
 naming the epoch, step and task (a non-finite gradient with :class:`NonFiniteGradientError`),
@@ -38,11 +41,12 @@ from .augment import CenterCrop, RandomCropFlip, to_unit_range
 from .batches import BatchSource, batches_per_epoch, epoch_batches, sequential_batches
 from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from .config import TrainConfig
+from .defenses import DefendedSource, DefensePipeline, LossMix, StepContext, create_defense
 from .losses import NonFiniteGradientError, NonFiniteLossError, task_loss
 from .metrics import MultiTaskMeter, TaskResults, aggregate
 from .model import MultiTaskModel
 
-__all__ = ["EpochCallback", "TrainConfig", "evaluate", "fit", "seed_everything", "stream_seed", "train_step"]
+__all__ = ["EpochCallback", "TrainConfig", "evaluate", "fit", "seed_everything", "stream_seed", "task_losses", "train_step"]
 
 #: Called after each epoch's checkpoint with the run name and the epoch's history record.
 EpochCallback = Callable[[str, dict[str, Any]], None]
@@ -97,6 +101,23 @@ def evaluate(
     return meter.compute()
 
 
+def task_losses(
+    tasks: Sequence[Task], outputs: dict[str, torch.Tensor], targets: dict[str, torch.Tensor], mix: LossMix | None = None
+) -> torch.Tensor:
+    """The (K,) task losses; with ``mix``, task t's is ``lam_t L(out, y) + (1 - lam_t) L(out, y_other)``."""
+    if mix is None:
+        return torch.stack([task_loss(task)(outputs[task.name], targets[task.name]) for task in tasks])
+    losses = []
+    for task in tasks:
+        loss = task_loss(task)
+        value = loss(outputs[task.name], targets[task.name])
+        if task.name in mix.weights:
+            lam = mix.weights[task.name]
+            value = lam * value + (1 - lam) * loss(outputs[task.name], mix.other[task.name])
+        losses.append(value)
+    return torch.stack(losses)
+
+
 def train_step(
     model: MultiTaskModel,
     weighting: torch.nn.Module,
@@ -108,18 +129,21 @@ def train_step(
     amp_dtype: torch.dtype | None = None,
     epoch: int = 0,
     step: int = 0,
+    mix: LossMix | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One optimisation step on an augmented uint8 batch.
+    """One optimisation step on an augmented batch: uint8, or float in [0, 1] after a defense.
 
-    Returns the detached task losses, the task weights the strategy used and the global
-    gradient norm before clipping. Raises NonFiniteLossError (naming ``epoch``, ``step`` and
-    the task) or NonFiniteGradientError before any parameter is touched."""
+    ``mix`` (MixUp / CutMix) mixes the task losses with the paired targets. Returns the detached
+    task losses, the task weights the strategy used and the global gradient norm before
+    clipping. Raises NonFiniteLossError (naming ``epoch``, ``step`` and the task) or
+    NonFiniteGradientError before any parameter is touched."""
     tasks = model.tasks
     device_type = images.device.type
+    inputs = to_unit_range(images) if images.dtype == torch.uint8 else images
     with torch.autocast(device_type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-        features = model.encode(to_unit_range(images))
+        features = model.encode(inputs)
         outputs = model.decode(features)
-        losses = torch.stack([task_loss(task)(outputs[task.name], targets[task.name]) for task in tasks])
+        losses = task_losses(tasks, outputs, targets, mix)
     values = losses.detach()
     finite = torch.isfinite(values)
     if not bool(finite.all()):
@@ -155,12 +179,15 @@ def fit(
     fingerprint: dict[str, Any] | None = None,
     progress: bool | None = None,
     callbacks: Sequence[EpochCallback] = (),
+    defense: DefensePipeline | str = "none",
 ) -> FitResult:
     """Train ``model`` on ``train`` with ``config`` and evaluate it on ``test``.
 
     ``model`` and ``weighting`` must be freshly built (under :func:`seed_everything`) and on
     ``train.device``. With ``checkpoint_path``, the state is saved there after every epoch and
-    restored from it when it exists (``fingerprint`` identifies the run and must match).
+    restored from it when it exists (``fingerprint`` identifies the run and must match; put the
+    defense in it, as :func:`victims.run.run_victim` does). ``defense`` (a spec or a
+    ``create_defense`` pipeline) is applied to the training split and batches, never to ``test``.
     """
     tasks = model.tasks
     names = [task.name for task in tasks]
@@ -170,11 +197,18 @@ def fit(
     data_generator = torch.Generator().manual_seed(stream_seed(config.seed, "data"))
     state = TrainingState(model, optimizer, scheduler, weighting, data_generator)
     fingerprint = dict(fingerprint or {})
+    if isinstance(defense, str):
+        defense = create_defense(defense)
+    channels = train.split.images.shape[1] if hasattr(train, "split") else None
+    if channels is not None:
+        defense.check(tasks, channels)
 
     start_epoch, history = 0, []
     if checkpoint_path is not None and checkpoint_path.exists():
         start_epoch, history = load_checkpoint(checkpoint_path, state, fingerprint=fingerprint)
 
+    if defense.split_transforms:
+        train = DefendedSource(train, defense)
     augmentation = RandomCropFlip(tasks, crop_size) if config.augment else None
     center = CenterCrop(tasks, crop_size)
     steps_per_epoch = batches_per_epoch(len(train), config.batch_size)
@@ -200,9 +234,11 @@ def fit(
                     images, targets = augmentation(images, targets, data_generator)
                 else:
                     images, targets = center(images, targets)
+                context = StepContext(tasks, epoch, config.epochs, model, amp_dtype)
+                defended = defense.step(images, targets, data_generator, context)
                 values, weights, norm = train_step(
-                    model, weighting, optimizer, images, targets,
-                    clip_norm=config.clip_norm, amp_dtype=amp_dtype, epoch=epoch, step=step,
+                    model, weighting, optimizer, defended.images, defended.targets,
+                    clip_norm=config.clip_norm, amp_dtype=amp_dtype, epoch=epoch, step=step, mix=defended.mix,
                 )
                 loss_sums += values
                 weight_sums += weights.to(device=device, dtype=weight_sums.dtype)
