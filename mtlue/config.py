@@ -131,6 +131,24 @@ def _resolve_robustness(config: dict[str, Any]) -> None:
             )
 
 
+def _check_methods(config: Mapping[str, Any]) -> None:
+    """Every configured method exists and takes the hyperparameters given (torch-free)."""
+    from mtlue.methods import create_method
+
+    poisons = config["poisons"]
+    for method, hyperparameters in poisons["hyperparameters"].items():
+        if method not in poisons["methods"]:
+            raise ConfigError(
+                f"poisons.hyperparameters.{method}: {method!r} is not in poisons.methods "
+                f"({', '.join(poisons['methods'])}); add it there or remove its hyperparameters"
+            )
+    for method in poisons["methods"]:
+        try:
+            create_method(method, **poisons["hyperparameters"].get(method, {}))
+        except ConfigError as error:
+            raise ConfigError(f"poisons: {error}") from None
+
+
 def defense_options(config: Mapping[str, Any], spec: str) -> dict[str, Any]:
     """The `victims.defense_options` of each component of ``spec``, keyed ``component.option``
     (the form `create_defense` and `mtlue victim --defense-set` take for any composition)."""

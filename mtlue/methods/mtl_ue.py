@@ -84,8 +84,13 @@ class MTLUEHyperparameters:
     #: Encoder stem: auto (the release's choice by image size: ImageNet stem from 141 px on),
     #: small (3x3 s1, CelebA/UTKFace) or imagenet (7x7 s2 + max-pool, ChestX-ray14).
     encoder_stem: Literal["auto", "small", "imagenet"] = "auto"
+    #: Multiplier of the generator's encoder and decoder channels (1 = the release's ResNet-18
+    #: part and decoder; smaller for CPU runs, e.g. 0.25 on the embedded default).
+    generator_width: float = 1.0
 
     def __post_init__(self) -> None:
+        if not (isinstance(self.generator_width, (int, float)) and self.generator_width > 0):
+            raise ValueError(f"generator_width is a positive channel multiplier (1 = the release's), got {self.generator_width!r}")
         positive_ints = {"max_epochs": self.max_epochs, "batch_size": self.batch_size}
         for name, value in positive_ints.items():
             if value < 1:

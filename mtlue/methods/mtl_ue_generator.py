@@ -133,31 +133,38 @@ class _BasicBlock(nn.Module):
         return F.relu(out + self.shortcut(x))
 
 
-def _image_encoder(in_channels: int, stem: EncoderStem) -> nn.Sequential:
+def scaled_channels(channels: int, width: float) -> int:
+    """``channels`` times the width multiplier, rounded, at least 4."""
+    return max(4, round(channels * width))
+
+
+def _image_encoder(in_channels: int, stem: EncoderStem, width: float = 1.0) -> nn.Sequential:
+    base, latent = scaled_channels(64, width), scaled_channels(LATENT_CHANNELS, width)
     if stem == "small":
-        head: list[nn.Module] = [nn.Conv2d(in_channels, 64, 3, 1, 1, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True)]
+        head: list[nn.Module] = [nn.Conv2d(in_channels, base, 3, 1, 1, bias=False), nn.BatchNorm2d(base), nn.ReLU(inplace=True)]
     else:
         head = [
-            nn.Conv2d(in_channels, 64, 7, 2, 3, bias=False), nn.BatchNorm2d(64), nn.ReLU(inplace=True),
+            nn.Conv2d(in_channels, base, 7, 2, 3, bias=False), nn.BatchNorm2d(base), nn.ReLU(inplace=True),
             nn.MaxPool2d(3, 2, 1),
         ]
-    layer1 = [_BasicBlock(64, 64, 1), _BasicBlock(64, 64, 1)]
-    layer2 = [_BasicBlock(64, LATENT_CHANNELS, 2), _BasicBlock(LATENT_CHANNELS, LATENT_CHANNELS, 1)]
+    layer1 = [_BasicBlock(base, base, 1), _BasicBlock(base, base, 1)]
+    layer2 = [_BasicBlock(base, latent, 2), _BasicBlock(latent, latent, 1)]
     return nn.Sequential(*head, *layer1, *layer2)
 
 
-def _decoder(in_channels: int, out_channels: int, stem: EncoderStem) -> nn.Sequential:
+def _decoder(in_channels: int, out_channels: int, stem: EncoderStem, width: float = 1.0) -> nn.Sequential:
     # Upsampling kernels of the second and last ConvT: 3 (stride 1) for the x2 decoder, 4 (stride 2) for x8.
     up = {"small": (3, 1), "imagenet": (4, 2)}[stem]
+    wide, narrow = scaled_channels(64, width), scaled_channels(32, width)
     return nn.Sequential(
-        nn.ConvTranspose2d(in_channels, 64, 4, 2, 1),
-        nn.ConvTranspose2d(64, 64, 3, 1, 1),
-        nn.InstanceNorm2d(64, affine=False),
+        nn.ConvTranspose2d(in_channels, wide, 4, 2, 1),
+        nn.ConvTranspose2d(wide, wide, 3, 1, 1),
+        nn.InstanceNorm2d(wide, affine=False),
         nn.ReLU(inplace=True),
-        nn.ConvTranspose2d(64, 32, up[0], up[1], 1),
-        nn.InstanceNorm2d(32, affine=False),
+        nn.ConvTranspose2d(wide, narrow, up[0], up[1], 1),
+        nn.InstanceNorm2d(narrow, affine=False),
         nn.ReLU(inplace=True),
-        nn.ConvTranspose2d(32, out_channels, up[0], up[1], 1),
+        nn.ConvTranspose2d(narrow, out_channels, up[0], up[1], 1),
     )
 
 
@@ -204,6 +211,9 @@ class MTLUEGenerator(nn.Module):
         unprotected: names of tasks whose labels the generator must not use (partial protection).
         label_priors: False = z only (the release's ``--z_only`` ablation).
         image_encoder: False = embeddings only (the release's ``--classwise`` ablation).
+        width: multiplier of the encoder's and decoder's channels (1 = the release's; the
+            embeddings keep their 16 channels). Smaller widths are for CPU runs: at 32 px the
+            release's full-resolution 64-channel layers cost more than a small victim.
     """
 
     def __init__(
@@ -217,6 +227,7 @@ class MTLUEGenerator(nn.Module):
         label_priors: bool = True,
         image_encoder: bool = True,
         embedding_channels: int = EMBEDDING_CHANNELS,
+        width: float = 1.0,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
@@ -229,6 +240,8 @@ class MTLUEGenerator(nn.Module):
             )
         if not 0 < epsilon <= 1:
             raise ValueError(f"epsilon is in [0, 1] image units (8/255 = {8 / 255:.4f}), got {epsilon}")
+        if not width > 0:
+            raise ValueError(f"width is a positive channel multiplier (1 = the release's), got {width}")
         if embedding_channels < 1:
             raise ValueError(f"embedding_channels must be at least 1, got {embedding_channels}")
         names = [task.name for task in tasks]
@@ -248,8 +261,9 @@ class MTLUEGenerator(nn.Module):
         self.unprotected: frozenset[str] = frozenset(unprotected)
         self.label_priors = bool(label_priors)
         self.embedding_channels = int(embedding_channels)
+        self.width = float(width)
 
-        self.encoder = _image_encoder(channels, self.stem) if image_encoder else None
+        self.encoder = _image_encoder(channels, self.stem, width) if image_encoder else None
         embedding_size = self.embedding_channels * self.latent[0] * self.latent[1]
         # Keyed by task name; both dicts are empty when label priors are off.
         self.class_embeddings = nn.ModuleDict(
@@ -258,8 +272,9 @@ class MTLUEGenerator(nn.Module):
         self.dense_embeddings = nn.ModuleDict(
             {task.name: DenseLabelEmbedding(task, self.latent, self.embedding_channels) for task in tasks if task.is_dense and label_priors}
         )
-        decoder_in = (LATENT_CHANNELS if image_encoder else 0) + (self.embedding_channels * len(tasks) if label_priors else 0)
-        self.decoder = _decoder(decoder_in, channels, self.stem)
+        latent_channels = scaled_channels(LATENT_CHANNELS, width)
+        decoder_in = (latent_channels if image_encoder else 0) + (self.embedding_channels * len(tasks) if label_priors else 0)
+        self.decoder = _decoder(decoder_in, channels, self.stem, width)
 
     @property
     def protected_classification_tasks(self) -> tuple[Task, ...]:
