@@ -29,7 +29,9 @@ LISTABLE: dict[str, tuple[str, str | None]] = {
 
 #: Modules whose ``add_commands(subparsers)`` adds subcommands; imported when the parser is
 #: built, so each keeps its heavy imports inside its handlers.
-COMMAND_MODULES: tuple[str, ...] = ("victims.commands", "mtlue.methods.commands", "mtlue.methods.surrogate_commands")
+COMMAND_MODULES: tuple[str, ...] = (
+    "victims.commands", "mtlue.methods.commands", "mtlue.methods.surrogate_commands", "mtlue.tracking.commands",
+)
 
 
 class CommandError(RuntimeError):
@@ -146,12 +148,13 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from mtlue.config import ConfigError
     from mtlue.data import DatasetError
+    from mtlue.tracking import TrackingError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except (CommandError, ConfigError, DatasetError) as error:
+    except (CommandError, ConfigError, DatasetError, TrackingError) as error:
         print(f"mtlue {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0
