@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import os
 import re
+import socket
 import subprocess
 import sys
 from typing import Any
@@ -107,6 +108,16 @@ def ui_command(uri: str, port: int, workers: int = 1) -> list[str]:
     return command
 
 
+def _check_port_free(port: int) -> None:
+    from .store import TrackingError
+
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        try:
+            probe.bind(("127.0.0.1", port))
+        except OSError as error:
+            raise TrackingError(f"port {port} on 127.0.0.1 is not available ({error.strerror}); pass another --port") from None
+
+
 def _ui(args: argparse.Namespace) -> None:
     from .store import TrackingError, open_client, sqlite_path
 
@@ -116,14 +127,20 @@ def _ui(args: argparse.Namespace) -> None:
             f"no tracking store at {path.resolve()} (from {args.tracking_uri}); run a job with "
             f"--tracking-uri {args.tracking_uri} first, or start mtlue ui where the jobs ran"
         )
+    command = ui_command(args.tracking_uri, args.port, args.workers)
+    _check_port_free(args.port)
     # Schema creation/migration under the same lock as the jobs, never racing one of them.
     open_client(args.tracking_uri)
-    command = ui_command(args.tracking_uri, args.port, args.workers)
     environment: dict[str, Any] = {**os.environ, "MLFLOW_DISABLE_TELEMETRY": "true", "HF_HUB_OFFLINE": "1"}
-    print(f"MLflow UI of {args.tracking_uri} on http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr)
+    print(f"MLflow UI of {args.tracking_uri} on http://127.0.0.1:{args.port} (Ctrl-C stops it)", file=sys.stderr, flush=True)
+    if os.name == "posix":
+        # The server replaces this process, so signals (Ctrl-C, a scheduler's SIGTERM) reach it
+        # directly and no orphaned server outlives a stopped `mtlue ui`.
+        sys.stdout.flush()
+        os.execve(sys.executable, command, environment)
     try:
         returncode = subprocess.call(command, env=environment)
     except KeyboardInterrupt:
         returncode = 0
-    if returncode not in (0, -2, 130):
+    if returncode != 0:
         raise TrackingError(f"mlflow server exited with status {returncode} (command: {' '.join(command)}); is port {args.port} free?")

@@ -139,11 +139,13 @@ class JobTracker:
         tags: Mapping[str, Any],
         params: Mapping[str, Any],
     ) -> JobTracker:
-        """Open the store and create the run (status RUNNING) with its tags, params and ``config.json``."""
+        """Open the store and create the run (status RUNNING) with its tags (``settings.tags`` win),
+        params and ``config.json``."""
         started = time.perf_counter()
         client, experiment_id = open_experiment(settings.uri, settings.experiment or experiment)
         assert experiment_id is not None
-        all_tags = {str(key): _cut(str(value), _MAX_TAG_VALUE) for key, value in tags.items() if value is not None}
+        merged = {**tags, **settings.tags}
+        all_tags = {str(key): _cut(str(value), _MAX_TAG_VALUE) for key, value in merged.items() if value is not None}
         run = retrying(
             lambda: client.create_run(experiment_id, tags=all_tags, run_name=run_name), "creating the run", settings.uri,
         )
