@@ -172,6 +172,30 @@ def test_failing_job_ends_failed_and_reraises(tmp_path):
     assert run.data.metrics["loss"] == 1.0
 
 
+def test_an_epoch_the_locked_store_refuses_is_logged_at_the_end(tmp_path, monkeypatch, capsys):
+    """Another process holds the write lock longer than the retries last: training goes on."""
+    import mtlue.tracking.store as store
+
+    uri = _uri(tmp_path)
+    with track_job(TrackingSettings(uri), job="victim", experiment="shapes", run_name="v", tags={}, params={}) as tracker:
+        callback = tracker.epoch_callback()
+        callback("mtl", {"epoch": 1, "lr": 0.1})
+        monkeypatch.setattr(store, "RETRY_SECONDS", 0.5)
+        blocker = sqlite3.connect(tmp_path / "mlflow.db", isolation_level=None)
+        blocker.execute("BEGIN EXCLUSIVE")
+        try:
+            callback("mtl", {"epoch": 2, "lr": 0.01})  # waits out MLflow's busy timeout, then gives up
+        finally:
+            blocker.execute("ROLLBACK")
+            blocker.close()
+        monkeypatch.undo()
+        assert "epoch 2 not logged live" in capsys.readouterr().err
+        assert tracker.log_history([{"epoch": 1, "lr": 0.1}, {"epoch": 2, "lr": 0.01}]) == 1
+    (run,) = _runs(uri, "shapes")
+    assert run.info.status == "FINISHED"
+    assert _history(uri, run.info.run_id, "lr") == [(1, 0.1), (2, 0.01)]
+
+
 def test_tracking_off_yields_none_without_importing_a_store():
     with track_job(None, job="victim", experiment="x", run_name="x", tags={}, params={}) as tracker:
         assert tracker is None

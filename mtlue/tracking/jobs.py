@@ -122,7 +122,8 @@ def track_victim(
 
 def log_victim_result(tracker: JobTracker, result: Any, out: str | os.PathLike[str]) -> None:
     """Epochs not logged live (a resumed run), the final aggregate, ``metrics.json`` and the curves."""
-    prefix_networks = len(result.runs) > 1
+    # As the live callback of `mtlue victim` keys them: one network per task in stl mode.
+    prefix_networks = result.victim.mode == "stl"
     histories = {}
     for run in result.runs:
         tracker.log_history(run.fit.history, f"{run.name}/" if prefix_networks else "")

@@ -102,12 +102,14 @@ def is_lock_error(error: BaseException) -> bool:
     return False
 
 
-def retrying(operation: Callable[[], T], what: str, uri: str, *, seconds: float = RETRY_SECONDS) -> T:
+def retrying(operation: Callable[[], T], what: str, uri: str, *, seconds: float | None = None) -> T:
     """``operation()``, retried with jittered exponential backoff while the store is locked.
 
-    Other errors, and a lock that outlasts ``seconds``, raise :class:`TrackingError`. A failed
-    SQLite write is rolled back by MLflow, so repeating it never duplicates a row.
+    Other errors, and a lock that outlasts ``seconds`` (default :data:`RETRY_SECONDS`), raise
+    :class:`TrackingError`. A failed SQLite write is rolled back by MLflow, so repeating it
+    never duplicates a row.
     """
+    seconds = RETRY_SECONDS if seconds is None else seconds
     deadline = time.monotonic() + seconds
     delay = 0.05
     while True:

@@ -215,10 +215,19 @@ class JobTracker:
         """A ``victims.train.fit`` callback that logs each epoch as it ends.
 
         With ``prefix_networks`` the metrics of network ``name`` are keyed ``name/...`` (single-task
-        victims train one network per task, each from epoch 1)."""
+        victims train one network per task, each from epoch 1). An epoch the store does not take
+        (still locked after the retries, server down) does not stop training: it is reported
+        once on stderr and left to :meth:`log_history` at the end of the job."""
+        warned = False
 
         def log(name: str, record: dict[str, Any]) -> None:
-            self.log_epoch(record, f"{name}/" if prefix_networks else "")
+            nonlocal warned
+            try:
+                self.log_epoch(record, f"{name}/" if prefix_networks else "")
+            except TrackingError as error:
+                if not warned:
+                    print(f"warning: epoch {record.get('epoch')} not logged live, retried at the end of the job: {error}", file=sys.stderr)
+                    warned = True
 
         return log
 
