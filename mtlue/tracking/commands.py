@@ -47,7 +47,7 @@ def _tag(text: str) -> tuple[str, str]:
 
 def add_tracking_arguments(parser: argparse.ArgumentParser) -> None:
     """The ``--tracking-uri``, ``--experiment`` and ``--tag`` flags of a job command."""
-    group = parser.add_argument_group("tracking (MLflow; the JSON output is written either way)")
+    group = parser.add_argument_group("tracking (MLflow; off without --tracking-uri)")
     group.add_argument(
         "--tracking-uri", metavar="URI",
         help=f"log this job as one MLflow run to URI, e.g. {DEFAULT_UI_URI} or http://host:5000 (default: no tracking)",
