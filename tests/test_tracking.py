@@ -218,6 +218,7 @@ _WRITER = textwrap.dedent(
 )
 
 
+@pytest.mark.slow
 def test_parallel_writers_share_one_fresh_sqlite_store(tmp_path):
     """Six processes create the schema and the experiment and log their runs at the same time."""
     uri = _uri(tmp_path / "fresh")
@@ -344,6 +345,7 @@ def _signal_group(pid: int, signum: int) -> None:
         pass
 
 
+@pytest.mark.slow
 def test_ui_serves_the_store_on_localhost(tmp_path):
     uri = _uri(tmp_path)
     open_client(uri)
