@@ -211,8 +211,8 @@ def _client_with_store(uri: str) -> Any:
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=uri)
-    # Opening the store is what creates and migrates the schema; do it now, under the lock.
-    client._tracking_client.store  # noqa: B018
+    # The first query opens the store, which is what creates and migrates the schema: now, under the lock.
+    client.search_experiments(max_results=1)
     return client
 
 
