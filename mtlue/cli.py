@@ -36,6 +36,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mtlue.methods.surrogate_commands",
     "mtlue.poisons.commands",
     "mtlue.report.commands",
+    "mtlue.tracking.commands",
 )
 
 
@@ -153,12 +154,13 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     from mtlue.config import ConfigError
     from mtlue.data import DatasetError
+    from mtlue.tracking import TrackingError
 
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         args.handler(args)
-    except (CommandError, ConfigError, DatasetError) as error:
+    except (CommandError, ConfigError, DatasetError, TrackingError) as error:
         print(f"mtlue {args.command}: error: {error}", file=sys.stderr)
         return 2
     return 0

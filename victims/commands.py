@@ -113,6 +113,8 @@ def network_options(args: argparse.Namespace) -> dict[str, Any]:
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
     """Add the ``victim`` subcommand to the ``mtlue`` command line."""
+    from mtlue.tracking import add_tracking_arguments
+
     defaults = VictimConfig()
     parser = subparsers.add_parser(
         "victim",
@@ -147,6 +149,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="a hyperparameter of the defense, KEY or COMPONENT.KEY for compositions (repeatable)",
     )
     add_training_arguments(parser)
+    add_tracking_arguments(parser)
     parser.set_defaults(handler=_victim)
 
 
@@ -165,6 +168,7 @@ def _victim(args: argparse.Namespace) -> None:
     from mtlue.cli import CommandError
     from mtlue.data.store import PreparedDataset
     from mtlue.io import atomic_write_json
+    from mtlue.tracking import log_victim_result, track_victim, tracking_settings
 
     from .backbones import BackboneError
     from .checkpoint import CheckpointError
@@ -183,17 +187,22 @@ def _victim(args: argparse.Namespace) -> None:
         )
     except ValueError as error:
         raise CommandError(str(error)) from error
+    settings = tracking_settings(args)
     dataset = PreparedDataset(args.data)
     train_images, train_images_id = _published_images(dataset, args.poison)
-    try:
-        result = run_victim(
-            dataset, victim, config, train_images=train_images, train_images_id=train_images_id,
-            checkpoint_dir=args.checkpoint_dir, progress=args.progress,
-        )
-    except (BackboneError, WeightingError, DefenseError, CheckpointError, DeviceError, MetricError, NonFiniteLossError, NonFiniteGradientError) as error:
-        raise CommandError(str(error)) from error
     out = Path(args.out)
-    atomic_write_json(out, result.to_json())
+    with track_victim(settings, args, dataset, victim, config) as tracker:
+        try:
+            result = run_victim(
+                dataset, victim, config, train_images=train_images, train_images_id=train_images_id,
+                checkpoint_dir=args.checkpoint_dir, progress=args.progress,
+                callbacks=[tracker.epoch_callback(prefix_networks=victim.mode == "stl")] if tracker else (),
+            )
+        except (BackboneError, WeightingError, DefenseError, CheckpointError, DeviceError, MetricError, NonFiniteLossError, NonFiniteGradientError) as error:
+            raise CommandError(str(error)) from error
+        atomic_write_json(out, result.to_json())
+        if tracker is not None:
+            log_victim_result(tracker, result, out)
     summary = ", ".join(f"{key} {value:.4g}" for key, value in result.aggregate.items())
     print(f"{dataset.name} {victim.backbone}/{victim.weighting}/{victim.mode}/{victim.defense} seed {config.seed}: {summary}")
     print(f"metrics written to {out}", file=sys.stderr)

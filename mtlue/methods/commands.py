@@ -26,6 +26,8 @@ __all__ = ["add_commands", "run_poison"]
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from mtlue.tracking import add_tracking_arguments
+
     poison = subparsers.add_parser(
         "poison",
         help="generate a UE method's perturbations for a dataset's training split",
@@ -64,6 +66,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         metavar="PATH",
         help="one checkpoint of a clean surrogate run, for methods that need several (repeatable)",
     )
+    add_tracking_arguments(poison)
     poison.set_defaults(handler=run_poison)
 
 
@@ -77,6 +80,7 @@ def _hyperparameter(text: str) -> tuple[str, Any]:
 def run_poison(args: argparse.Namespace) -> None:
     from mtlue.data.store import PreparedDataset
     from mtlue.poisons.preview import render_poison_preview
+    from mtlue.tracking import log_poison_result, track_poison, tracking_settings
 
     from .base import GenerationContext, MethodError
     from .classwise import ClasswiseMethod, classification_tasks
@@ -114,12 +118,16 @@ def run_poison(args: argparse.Namespace) -> None:
     if isinstance(method, ClasswiseMethod):
         tasks = classification_tasks(dataset, method.name)
         print(f"class-wise over {len(tasks)} classification task(s): {', '.join(t.name for t in tasks)}", file=sys.stderr)
-    store = make_poison(dataset, method, context, args.out, ratio=args.ratio)
-    # Methods that train (the MTL-UE generator) keep one record per epoch: loss terms, the stop
-    # rule's errors, seconds. The log of the workflow's poison job is where they can be read.
-    for record in getattr(method, "history", None) or ():
-        print(f"training epoch {json.dumps(record, sort_keys=True)}")
-    print(store.card.describe())
-    print(f"store written to {store.root} (deltas sha256 {store.card.sha256[:16]})")
-    if args.preview:
-        print(f"preview written to {render_poison_preview(dataset, store, args.preview)}")
+    with track_poison(tracking_settings(args), args, dataset, method, context) as tracker:
+        store = make_poison(dataset, method, context, args.out, ratio=args.ratio)
+        # Methods that train (the MTL-UE generator) keep one record per epoch: loss terms, the stop
+        # rule's errors, seconds. The log of the workflow's poison job is where they can be read.
+        for record in getattr(method, "history", None) or ():
+            print(f"training epoch {json.dumps(record, sort_keys=True)}")
+        print(store.card.describe())
+        print(f"store written to {store.root} (deltas sha256 {store.card.sha256[:16]})")
+        preview = render_poison_preview(dataset, store, args.preview) if args.preview else None
+        if preview is not None:
+            print(f"preview written to {preview}")
+        if tracker is not None:
+            log_poison_result(tracker, method, store, preview)

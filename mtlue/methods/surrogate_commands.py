@@ -21,6 +21,7 @@ __all__ = ["add_commands", "run_surrogate"]
 
 
 def add_commands(subparsers: argparse._SubParsersAction) -> None:
+    from mtlue.tracking import add_tracking_arguments
     from victims.commands import add_network_arguments, add_training_arguments
 
     from .surrogate import DEFAULT_EVERY
@@ -39,12 +40,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--checkpoint-dir", help="checkpoint every epoch here and resume from it (default: no resume)")
     add_network_arguments(parser)
     add_training_arguments(parser)
+    add_tracking_arguments(parser)
     parser.set_defaults(handler=run_surrogate)
 
 
 def run_surrogate(args: argparse.Namespace) -> None:
     from mtlue.cli import CommandError
     from mtlue.data.store import PreparedDataset
+    from mtlue.tracking import log_surrogate_result, track_surrogate, tracking_settings
     from victims.backbones import BackboneError
     from victims.checkpoint import CheckpointError
     from victims.commands import network_options, train_config
@@ -59,16 +62,21 @@ def run_surrogate(args: argparse.Namespace) -> None:
         victim = VictimConfig(**network_options(args))
     except ValueError as error:
         raise CommandError(str(error)) from error
+    settings = tracking_settings(args)
     dataset = PreparedDataset(args.data)
     print(f"training the surrogate of {dataset.name}: {victim.backbone}, {config.epochs} epochs, "
           f"snapshot every {args.every}, seed {config.seed}", file=sys.stderr)
-    try:
-        card = train_surrogate(
-            dataset, args.out, victim=victim, config=config, every=args.every,
-            checkpoint_dir=args.checkpoint_dir, progress=args.progress,
-        )
-    except (BackboneError, CheckpointError, DeviceError, NonFiniteLossError, NonFiniteGradientError) as error:
-        raise CommandError(str(error)) from error
+    with track_surrogate(settings, args, dataset, victim, config) as tracker:
+        try:
+            card = train_surrogate(
+                dataset, args.out, victim=victim, config=config, every=args.every,
+                checkpoint_dir=args.checkpoint_dir, progress=args.progress,
+                callbacks=[tracker.epoch_callback()] if tracker else (),
+            )
+        except (BackboneError, CheckpointError, DeviceError, NonFiniteLossError, NonFiniteGradientError) as error:
+            raise CommandError(str(error)) from error
+        if tracker is not None:
+            log_surrogate_result(tracker, card, args.out)
     epochs = ", ".join(str(item.epoch) for item in card.snapshots)
     print(f"surrogate written to {args.out}: {card.final.file} (epoch {card.final.epoch}) and "
           f"{len(card.snapshots)} snapshot(s) at epoch(s) {epochs}")
