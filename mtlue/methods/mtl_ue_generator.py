@@ -211,7 +211,7 @@ class MTLUEGenerator(nn.Module):
         unprotected: names of tasks whose labels the generator must not use (partial protection).
         label_priors: False = z only (the release's ``--z_only`` ablation).
         image_encoder: False = embeddings only (the release's ``--classwise`` ablation).
-        width: multiplier of the encoder's and decoder's channels (1 = the release's; the
+        width_multiplier: multiplier of the encoder's and decoder's channels (1 = the release's; the
             embeddings keep their 16 channels). Smaller widths are for CPU runs: at 32 px the
             release's full-resolution 64-channel layers cost more than a small victim.
     """
@@ -227,7 +227,7 @@ class MTLUEGenerator(nn.Module):
         label_priors: bool = True,
         image_encoder: bool = True,
         embedding_channels: int = EMBEDDING_CHANNELS,
-        width: float = 1.0,
+        width_multiplier: float = 1.0,
     ) -> None:
         super().__init__()
         channels, height, width = image_shape
@@ -240,8 +240,8 @@ class MTLUEGenerator(nn.Module):
             )
         if not 0 < epsilon <= 1:
             raise ValueError(f"epsilon is in [0, 1] image units (8/255 = {8 / 255:.4f}), got {epsilon}")
-        if not width > 0:
-            raise ValueError(f"width is a positive channel multiplier (1 = the release's), got {width}")
+        if not width_multiplier > 0:
+            raise ValueError(f"width_multiplier is a positive channel multiplier (1 = the release's), got {width_multiplier}")
         if embedding_channels < 1:
             raise ValueError(f"embedding_channels must be at least 1, got {embedding_channels}")
         names = [task.name for task in tasks]
@@ -261,9 +261,9 @@ class MTLUEGenerator(nn.Module):
         self.unprotected: frozenset[str] = frozenset(unprotected)
         self.label_priors = bool(label_priors)
         self.embedding_channels = int(embedding_channels)
-        self.width = float(width)
+        self.width_multiplier = float(width_multiplier)
 
-        self.encoder = _image_encoder(channels, self.stem, width) if image_encoder else None
+        self.encoder = _image_encoder(channels, self.stem, width_multiplier) if image_encoder else None
         embedding_size = self.embedding_channels * self.latent[0] * self.latent[1]
         # Keyed by task name; both dicts are empty when label priors are off.
         self.class_embeddings = nn.ModuleDict(
@@ -272,9 +272,9 @@ class MTLUEGenerator(nn.Module):
         self.dense_embeddings = nn.ModuleDict(
             {task.name: DenseLabelEmbedding(task, self.latent, self.embedding_channels) for task in tasks if task.is_dense and label_priors}
         )
-        latent_channels = scaled_channels(LATENT_CHANNELS, width)
+        latent_channels = scaled_channels(LATENT_CHANNELS, width_multiplier)
         decoder_in = (latent_channels if image_encoder else 0) + (self.embedding_channels * len(tasks) if label_priors else 0)
-        self.decoder = _decoder(decoder_in, channels, self.stem, width)
+        self.decoder = _decoder(decoder_in, channels, self.stem, width_multiplier)
 
     @property
     def protected_classification_tasks(self) -> tuple[Task, ...]:

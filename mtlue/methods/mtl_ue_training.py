@@ -403,7 +403,7 @@ def generate_mtl_ue(method: Any, dataset: PreparedDataset, context: Any) -> np.n
     generator = MTLUEGenerator(
         dataset.tasks, dataset.image_shape, context.epsilon / 255.0, stem=hp.encoder_stem,
         unprotected=hp.unprotected_tasks, label_priors=hp.label_priors, image_encoder=hp.image_encoder,
-        width=hp.generator_width,
+        width_multiplier=hp.generator_width,
     ).to(device)
     surrogates, alongside = method.surrogates(dataset, context, device)
     for model in surrogates:

@@ -21,6 +21,26 @@ def dataset_options_json(wildcards):
     return json.dumps(config["datasets"][wildcards.dataset].get("options", {}), sort_keys=True)
 
 
+def tracking_uri():
+    uri = config["tracking_uri"]
+    if uri == "auto":
+        return f"sqlite:///{RESULTS}/mlflow.db"
+    return None if uri == "none" else uri
+
+
+TRACKING_URI = tracking_uri()
+
+
+def tracking_flags(**axes):
+    """`--tracking-uri` and one `--tag` per DAG axis of the job (nothing when tracking is off)."""
+    import shlex
+
+    if TRACKING_URI is None:
+        return ""
+    tags = " ".join(f"--tag {shlex.quote(f'{key}={value}')}" for key, value in axes.items())
+    return f"--tracking-uri {shlex.quote(TRACKING_URI)} {tags}"
+
+
 def option_flags(flag, options):
     """`flag key=value` per option, values in YAML flow style (what the mtlue flags parse), quoted."""
     import shlex

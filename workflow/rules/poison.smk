@@ -41,6 +41,7 @@ rule poison:
     params:
         out=lambda wildcards, output: os.path.dirname(output.card),
         flags=poison_flags,
+        tracking=lambda wildcards: tracking_flags(dataset=wildcards.dataset, method=wildcards.method, seed=POISONS["seed"]),
     log:
         f"{LOGS}/poison/{{dataset}}/{{method}}.log",
     threads: config["resources"]["threads"]
@@ -51,4 +52,4 @@ rule poison:
     shell:
         "mtlue poison --data $(dirname {input.manifest}) --method {wildcards.method} --out {params.out}"
         " --seed {POISONS[seed]} --epsilon {POISONS[epsilon]} --ratio {POISONS[ratio]} {params.flags}"
-        " --num-threads {threads} --preview {output.preview} > {log} 2>&1"
+        " --num-threads {threads} --preview {output.preview} {params.tracking} > {log} 2>&1"

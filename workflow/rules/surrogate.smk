@@ -15,6 +15,7 @@ rule surrogate:
         checkpoints=f"{RESULTS}/{{dataset}}/surrogate-checkpoints",
         milestones=" ".join(str(fraction) for fraction in config["victims"]["train"]["milestones"]),
         train=config["victims"]["train"],
+        tracking=lambda wildcards: tracking_flags(dataset=wildcards.dataset, backbone=SURROGATE["backbone"], seed=SURROGATE["seed"]),
     log:
         f"{LOGS}/surrogate/{{dataset}}.log",
     threads: config["resources"]["threads"]
@@ -29,4 +30,4 @@ rule surrogate:
         " --lr {params.train[lr]} --weight-decay {params.train[weight_decay]}"
         " --milestones {params.milestones} --gamma {params.train[gamma]} --clip-norm {params.train[clip_norm]}"
         " --eval-every {params.train[eval_every]} --seed {SURROGATE[seed]}"
-        " --num-threads {threads} --checkpoint-dir {params.checkpoints} --no-progress > {log} 2>&1"
+        " --num-threads {threads} --checkpoint-dir {params.checkpoints} --no-progress {params.tracking} > {log} 2>&1"

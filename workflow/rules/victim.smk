@@ -42,6 +42,10 @@ rule victim:
         checkpoints=lambda wildcards, output: os.path.join(os.path.dirname(output.metrics), "checkpoints"),
         milestones=" ".join(str(fraction) for fraction in TRAIN["milestones"]),
         defense_settings=defense_settings,
+        tracking=lambda wildcards: tracking_flags(
+            dataset=wildcards.dataset, method=wildcards.method, backbone=wildcards.backbone,
+            weighting=wildcards.weighting, defense=wildcards.defense, seed=wildcards.seed,
+        ),
     log:
         f"{LOGS}/victim/{{dataset}}/{{method}}/{{backbone}}/{{weighting}}/{{defense}}/seed{{seed}}.log",
     threads: config["resources"]["threads"]
@@ -58,5 +62,5 @@ rule victim:
         " --epochs {TRAIN[epochs]} --batch-size {TRAIN[batch_size]} --lr {TRAIN[lr]}"
         " --weight-decay {TRAIN[weight_decay]} --clip-norm {TRAIN[clip_norm]}"
         " --milestones {params.milestones} --gamma {TRAIN[gamma]} --eval-every {TRAIN[eval_every]}"
-        " --num-threads {threads} --checkpoint-dir {params.checkpoints} --no-progress"
+        " --num-threads {threads} --checkpoint-dir {params.checkpoints} --no-progress {params.tracking}"
         " --out {output.metrics} > {log} 2>&1"
