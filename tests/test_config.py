@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtlue.config import ConfigError, config_schema, load_config, validate_config
+from mtlue.config import ConfigError, VictimRun, config_schema, defense_options, load_config, validate_config, victim_runs
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -57,6 +57,15 @@ def test_defaults_are_filled_in():
         ({"datasets": {"imagenet": {}}}, "unknown dataset 'imagenet'"),
         ({"datasets": {}}, "datasets"),
         ({}, "'datasets' is a required property"),
+        ({"datasets": {"shapes": {}}, "victims": {"defenses": ["jpg"]}}, "defense 'jpg'.*unknown defense 'jpg'"),
+        ({"datasets": {"shapes": {}}, "robustness": [{"defenses": ["cutout+jpeg"]}]}, "write 'jpeg\\+cutout'"),
+        ({"datasets": {"shapes": {}}, "robustness": [{"methods": ["lsp"]}]}, "'defenses' is a required property"),
+        (
+            {"datasets": {"shapes": {}}, "poisons": {"methods": ["clean"]}, "robustness": [{"defenses": ["jpeg"], "methods": ["tap"]}]},
+            "robustness\\[0\\].methods: 'tap' not in poisons.methods",
+        ),
+        ({"datasets": {"shapes": {}}, "victims": {"defense_options": {"at": {"steps": 3}}}}, "no configured defense uses 'at'"),
+        ({"datasets": {"shapes": {}}, "victims": {"defenses": ["at"], "defense_options": {"at": {"stepz": 3}}}}, "stepz"),
     ],
 )
 def test_bad_configs_name_the_key(config, message):
@@ -71,3 +80,33 @@ def test_load_config_reports_the_file(tmp_path):
         load_config(broken)
     with pytest.raises(ConfigError, match="does not exist"):
         load_config(tmp_path / "missing.yaml")
+
+
+def test_victim_runs_join_the_grid_and_the_robustness_blocks_without_repeats():
+    config = validate_config({
+        "datasets": {"shapes": {}},
+        "poisons": {"methods": ["clean", "lsp", "tap"]},
+        "victims": {"backbones": ["test_resnet"], "weightings": ["ew", "uw"], "defenses": ["none"], "seeds": [0]},
+        "robustness": [
+            {"defenses": ["jpeg", "none"]},
+            {"defenses": ["at"], "methods": ["clean", "tap"], "weightings": ["ew"]},
+        ],
+    })
+    runs = victim_runs(config)
+    assert len(runs) == len(set(runs)) == 3 * 2 * 1 + 3 * 2 * 1 + 2 * 1
+    assert VictimRun("tap", "test_resnet", "uw", "jpeg", 0) in runs
+    assert VictimRun("lsp", "test_resnet", "ew", "at", 0) not in runs
+    # A submission joins the grid and every block that takes all methods, not the restricted one.
+    with_submission = victim_runs(config, ["mine"])
+    assert VictimRun("mine", "test_resnet", "uw", "jpeg", 0) in with_submission
+    assert not any(run.method == "mine" and run.defense == "at" for run in with_submission)
+
+
+def test_defense_options_reach_every_composition_that_uses_the_defense():
+    config = validate_config({
+        "datasets": {"shapes": {}},
+        "victims": {"defenses": ["none", "at", "jpeg+at"], "defense_options": {"at": {"steps": 3}, "jpeg": {"quality": 20}}},
+    })
+    assert defense_options(config, "none") == {}
+    assert defense_options(config, "at") == {"at.steps": 3}
+    assert defense_options(config, "jpeg+at") == {"jpeg.quality": 20, "at.steps": 3}

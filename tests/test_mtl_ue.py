@@ -74,6 +74,22 @@ def test_one_embedding_per_class_and_the_release_parameter_counts():
     assert generator.decoder[0].in_channels == 128 + 16 * 40
 
 
+def test_width_multiplier_scales_the_encoder_and_decoder_but_not_the_embeddings(tiny_shapes):
+    tasks = tiny_shapes.tasks
+    full = MTLUEGenerator(tasks, tiny_shapes.image_shape, EPSILON / 255)
+    quarter = MTLUEGenerator(tasks, tiny_shapes.image_shape, EPSILON / 255, width_multiplier=0.25)
+    count = lambda module: sum(p.numel() for p in module.parameters())  # noqa: E731
+    assert count(quarter.class_embeddings) == count(full.class_embeddings)
+    assert count(quarter.encoder) < count(full.encoder) / 8 and count(quarter.decoder) < count(full.decoder) / 2
+    split = tiny_shapes.split("train")
+    images = torch.from_numpy(split.images[:4]).float() / 255
+    targets = {task.name: torch.from_numpy(split.targets[task.name][:4]) for task in tasks}
+    deltas = quarter(images, targets)
+    assert deltas.shape == images.shape and float(deltas.abs().max()) <= EPSILON / 255 + 1e-7
+    with pytest.raises(ValueError, match="width_multiplier"):
+        MTLUEGenerator(tasks, tiny_shapes.image_shape, EPSILON / 255, width_multiplier=0)
+
+
 def test_mixed_tasks_embed_every_class_and_every_dense_map(tiny_dense_shapes):
     generator = generator_for(tiny_dense_shapes)
     tiny_shapes = [t for t in tiny_dense_shapes.tasks if t.kind.is_classification]

@@ -9,8 +9,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
+import torch
 import yaml
+from safetensors.torch import save_file
+
+from mtlue.data import PreparedDataset
 
 ROOT = Path(__file__).resolve().parents[1]
 SNAKEMAKE = [sys.executable, "-m", "snakemake"]
@@ -56,6 +61,7 @@ def test_dry_run_fans_victims_out_over_every_axis(tmp_path):
         "datasets": {"tiny": {"source": "shapes"}},
         "poisons": {"methods": ["clean", "lsp", "tap"]},
         "victims": {"backbones": ["test_resnet", "resnet10t"], "weightings": ["ew", "pcgrad", "uw"], "seeds": [0, 1]},
+        "robustness": [{"defenses": ["jpeg", "at"], "methods": ["clean", "tap"], "backbones": ["test_resnet"], "weightings": ["ew"]}],
     }
     result = run_snakemake("-n", "--quiet", "rules", cwd=workdir_with_config(tmp_path, config))
     assert result.returncode == 0, result.stderr
@@ -64,8 +70,10 @@ def test_dry_run_fans_victims_out_over_every_axis(tmp_path):
         if line.strip():
             rule, count = line.split()
             counts[rule] = int(count)
-    # 3 methods x 2 backbones x 3 weightings x 1 defense x 2 seeds; only TAP needs the surrogate.
-    assert counts["victim"] == 36 and counts["poison"] == 3 and counts["surrogate"] == 1
+    # The grid, 3 methods x 2 backbones x 3 weightings x 1 defense x 2 seeds, and the robustness
+    # block, 2 methods x 2 defenses x 2 seeds; only TAP needs the surrogate.
+    assert counts["victim"] == 36 + 8 and counts["poison"] == 3 and counts["surrogate"] == 1
+    assert counts["report_tables"] == 1 and counts["leaderboard"] == 1
 
 
 def test_unknown_method_or_hyperparameter_stops_the_workflow(tmp_path):
@@ -78,30 +86,76 @@ def test_unknown_method_or_hyperparameter_stops_the_workflow(tmp_path):
 
 
 @pytest.mark.slow
-def test_data_and_victim_stages_run_end_to_end(tmp_path):
+def test_every_stage_runs_end_to_end_with_a_submission_and_a_robustness_block(tmp_path):
     config = {
-        "datasets": {"tiny": {"source": "shapes", "options": {"train_size": 64, "test_size": 16, "image_size": 24, "crop_size": 20}}},
+        "datasets": {"tiny": {"source": "shapes", "options": {"train_size": 64, "test_size": 32, "image_size": 24, "crop_size": 20}}},
         "poisons": {"methods": ["clean", "lsp"]},
         "victims": {"backbones": ["test_resnet"], "weightings": ["ew", "pcgrad"], "train": {"epochs": 1, "batch_size": 32}},
+        "robustness": [{"defenses": ["bdr"], "weightings": ["ew"]}],
     }
     workdir = workdir_with_config(tmp_path, config)
+    prepared = run_snakemake("--cores", "1", "resources/data/tiny/manifest.json", cwd=workdir)
+    assert prepared.returncode == 0, prepared.stderr[-3000:]
+    # A third party submits a perturbation file; the workflow evaluates it with its own victims.
+    dataset = PreparedDataset(workdir / "resources" / "data" / "tiny")
+    deltas = np.random.default_rng(0).integers(-8, 9, size=dataset.split("train").images.shape, dtype=np.int8)
+    save_file({"deltas": torch.from_numpy(deltas)}, str(workdir / "mine.safetensors"))
+    submitted = subprocess.run(
+        [sys.executable, "-m", "mtlue", "submit", "mine.safetensors", "--dataset", "tiny", "--name", "my-ue"],
+        cwd=workdir, capture_output=True, text=True,
+    )
+    assert submitted.returncode == 0, submitted.stderr
     result = run_snakemake("--cores", "2", "all", cwd=workdir)
     assert result.returncode == 0, result.stderr[-3000:]
-    manifest = workdir / "resources" / "data" / "tiny" / "manifest.json"
-    assert manifest.is_file()
-    summary = (workdir / "results" / "tiny" / "data" / "summary.txt").read_text()
+
+    results = workdir / "results" / "tiny"
+    summary = (results / "data" / "summary.txt").read_text()
     assert "tasks (12)" in summary and "has_circle" in summary
-    assert (workdir / "results" / "tiny" / "data" / "samples.png").stat().st_size > 1000
-    for method in ("clean", "lsp"):
-        card = json.loads((workdir / "results" / "tiny" / "poisons" / method / "card.json").read_text())
-        assert (workdir / "results" / "tiny" / "poisons" / "previews" / f"{method}.png").stat().st_size > 1000
-        for weighting in ("ew", "pcgrad"):
-            metrics_file = workdir / "results" / "tiny" / "victims" / method / "test_resnet" / weighting / "none" / "seed0" / "metrics.json"
-            metrics = json.loads(metrics_file.read_text())
-            assert metrics["weighting"] == weighting and metrics["train_config"]["epochs"] == 1
-            assert metrics["dataset"]["train_images"] == f"{method}:{card['sha256']}"
-            assert set(metrics["metrics"]) == {task["name"] for task in metrics["dataset"]["tasks"]}
+    assert (results / "data" / "samples.png").stat().st_size > 1000
+    installed = results / "poisons" / "my-ue" / "card.json"
+    assert installed.read_bytes() == (workdir / "submissions" / "tiny" / "my-ue" / "card.json").read_bytes()
+    victims = sorted(path.relative_to(results / "victims").parts[:4] for path in (results / "victims").rglob("metrics.json"))
+    expected = sorted(
+        [(m, "test_resnet", w, "none") for m in ("clean", "lsp", "my-ue") for w in ("ew", "pcgrad")]
+        + [(m, "test_resnet", "ew", "bdr") for m in ("clean", "lsp", "my-ue")]
+    )
+    assert victims == expected
+    for method, _, weighting, defense in expected:
+        card = json.loads((results / "poisons" / method / "card.json").read_text())
+        metrics = json.loads((results / "victims" / method / "test_resnet" / weighting / defense / "seed0" / "metrics.json").read_text())
+        assert metrics["weighting"] == weighting and metrics["defense"]["name"] == defense
+        assert metrics["dataset"]["train_images"] == f"{method}:{card['sha256']}"
+        assert set(metrics["metrics"]) == {task["name"] for task in metrics["dataset"]["tasks"]}
+
+    # Tables, plots, the leaderboard with every method ranked, and one MLflow run per job.
+    matrix = (results / "tables" / "attack_defense.md").read_text()
+    assert all(name in matrix for name in ("clean", "lsp", "my-ue", "bdr"))
+    for plot in ("scores.png", "attack_defense.png", "training_curves.png"):
+        assert (results / "tables" / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    board = workdir / "results" / "leaderboard"
+    assert "my-ue" in (board / "leaderboard.md").read_text() and (board / "index.html").stat().st_size > 1000
+    entries = {json.loads(path.read_text())["method"] for path in (board / "entries").glob("*.json")}
+    assert entries == {"clean", "lsp", "my-ue"}
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=f"sqlite:///{workdir / 'results' / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("tiny")
+    runs = client.search_runs([experiment.experiment_id])
+    assert sorted(run.data.tags["job"] for run in runs) == ["poison"] * 2 + ["victim"] * len(expected)
+    assert all(run.info.status == "FINISHED" for run in runs)
+
     # A second run has nothing to do.
     again = run_snakemake("--cores", "2", "-n", cwd=workdir)
     assert "Nothing to be done" in again.stdout + again.stderr
+
+    # A submission edited after it was checked is refused when it is installed again.
+    store = workdir / "submissions" / "tiny" / "my-ue" / "deltas.safetensors"
+    data = bytearray(store.read_bytes())
+    data[-1] ^= 1
+    store.write_bytes(bytes(data))
+    shutil.rmtree(results / "poisons" / "my-ue")
+    tampered = run_snakemake("--cores", "1", str(Path("results/tiny/poisons/my-ue/card.json")), cwd=workdir)
+    assert tampered.returncode != 0
+    log = (workdir / "results" / "logs" / "install_submission" / "tiny" / "my-ue.log").read_text()
+    assert "sha256" in log
     shutil.rmtree(workdir / ".snakemake", ignore_errors=True)

@@ -21,15 +21,15 @@ strategy works with every defense.
 from __future__ import annotations
 
 import abc
-import inspect
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import TYPE_CHECKING, ClassVar
 
 import numpy as np
 import torch
 
 from mtlue.data.tasks import Task
+from victims.hyperparameters import KeywordHyperparameters
 
 if TYPE_CHECKING:
     from victims.model import MultiTaskModel
@@ -112,7 +112,7 @@ def to_float(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(255.0) if images.dtype == torch.uint8 else images
 
 
-class Defense(abc.ABC):
+class Defense(KeywordHyperparameters, abc.ABC):
     """One registered defense (see the module docstring for the stages).
 
     Hyperparameters are the keyword-only arguments of ``__init__``, stored as attributes of the
@@ -125,20 +125,6 @@ class Defense(abc.ABC):
     def __init__(self) -> None:
         self.name = type(self).__name__
 
-    @classmethod
-    def hyperparameter_names(cls) -> tuple[str, ...]:
-        names: list[str] = []
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if klass is Defense or init is None:
-                continue
-            for parameter in inspect.signature(init).parameters.values():
-                if parameter.kind is inspect.Parameter.KEYWORD_ONLY and parameter.name not in names:
-                    names.append(parameter.name)
-        return tuple(names)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.hyperparameter_names()}
 
     def check(self, tasks: Sequence[Task], channels: int) -> None:
         """Raise DefenseError if the defense cannot run on this dataset."""

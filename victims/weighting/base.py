@@ -15,12 +15,13 @@ across methods: ``w`` such that the update of the shared parameters is
 from __future__ import annotations
 
 import abc
-import inspect
 from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
 from torch import Tensor, nn
+
+from victims.hyperparameters import KeywordHyperparameters
 
 __all__ = [
     "Features",
@@ -37,7 +38,7 @@ class WeightingError(ValueError):
     """A strategy name, hyperparameter or input that cannot be used."""
 
 
-class Weighting(nn.Module, abc.ABC):
+class Weighting(KeywordHyperparameters, nn.Module, abc.ABC):
     """A multi-task weighting strategy (see the module docstring for the contract).
 
     Hyperparameters are the keyword-only arguments of ``__init__`` (across the class hierarchy);
@@ -73,20 +74,6 @@ class Weighting(nn.Module, abc.ABC):
     def epoch_end(self, mean_losses: Tensor) -> None:
         """Called once per epoch with the epoch's mean per-task training losses (shape ``[K]``)."""
 
-    @classmethod
-    def hyperparameter_names(cls) -> tuple[str, ...]:
-        names: list[str] = []
-        for klass in cls.__mro__:
-            init = klass.__dict__.get("__init__")
-            if klass is Weighting or init is None:
-                continue
-            for parameter in inspect.signature(init).parameters.values():
-                if parameter.kind is inspect.Parameter.KEYWORD_ONLY and parameter.name not in names:
-                    names.append(parameter.name)
-        return tuple(names)
-
-    def hyperparameters(self) -> dict[str, Any]:
-        return {name: getattr(self, name) for name in self.hyperparameter_names()}
 
     def extra_repr(self) -> str:
         settings = {"num_tasks": self.num_tasks, **self.hyperparameters()}
