@@ -50,7 +50,7 @@ def tiny_dense_shapes(tmp_path_factory):
 def tiny_victim_results(tiny_shapes, tmp_path_factory):
     """A results folder of real tiny victims on ``tiny_shapes``: methods clean and lsp (real
     stores from ``mtlue poison``), seeds 0 and 1, test_resnet, one epoch; defense ``none`` and,
-    as a second attacker choice, ``noaug`` (the same recipe without random crop and flip)."""
+    as a second attacker choice, ``bdr`` (bit-depth reduction)."""
     from mtlue.cli import main
 
     results = tmp_path_factory.mktemp("victim_results")
@@ -58,7 +58,7 @@ def tiny_victim_results(tiny_shapes, tmp_path_factory):
     for method in ("clean", "lsp"):
         store = results / "shapes" / "poisons" / method
         assert main(["poison", "--data", data, "--method", method, "--out", str(store), "--num-threads", "1"]) == 0
-        for defense, flags in (("none", []), ("noaug", ["--no-augment"])):
+        for defense, flags in (("none", []), ("bdr", ["--defense", "bdr"])):
             for seed in (0, 1):
                 out = results / "shapes" / "victims" / method / "test_resnet" / "ew" / defense / f"seed{seed}" / "metrics.json"
                 argv = [

@@ -31,7 +31,7 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def measured(tiny_victim_results):
-    """The entries of the real tiny victims (clean and lsp, defenses none and noaug, seeds 0 and 1)."""
+    """The entries of the real tiny victims (clean and lsp, defenses none and bdr, seeds 0 and 1)."""
     records = collect_victims(tiny_victim_results, "shapes")
     protocol = resolve_protocol("default", records)
     entries, skipped = build_entries(tiny_victim_results, records, protocol)
@@ -41,7 +41,7 @@ def measured(tiny_victim_results):
 def test_entries_score_the_attackers_best_defense(measured, tiny_victim_results):
     records, protocol, entries, skipped = measured
     assert skipped == [] and sorted(entries) == ["clean", "lsp"]
-    assert protocol.defenses == ("none", "noaug") and protocol.seeds == (0, 1)
+    assert protocol.defenses == ("none", "bdr") and protocol.seeds == (0, 1)
     frame = victim_frame(records)
     for method, entry in entries.items():
         per_defense = {
@@ -52,7 +52,7 @@ def test_entries_score_the_attackers_best_defense(measured, tiny_victim_results)
         assert entry["score"] == pytest.approx(per_defense[best])
         assert entry["undefended_score"] == pytest.approx(per_defense["none"])
         assert entry["clean_score"] == entries["clean"]["score"]
-        assert entry["per_defense"]["noaug"]["victims"] == 2
+        assert entry["per_defense"]["bdr"]["victims"] == 2
         card = json.loads((tiny_victim_results / "shapes" / "poisons" / method / "card.json").read_text())
         assert entry["provenance"]["poison_sha256"] == card["sha256"]
         assert entry["provenance"]["train_content_hash"] == records[0].train_content_hash
@@ -76,7 +76,7 @@ def test_measured_entries_validate(measured):
         (lambda e: e["per_defense"]["none"].update(delta_m=float("nan")), "NaN or infinite"),
         (lambda e: e.update(score=e["score"] - 1.0), "is not the best per-defense score"),
         (lambda e: e.update(best_defense="cutout"), "best_defense 'cutout' did not achieve"),
-        (lambda e: e["per_defense"].pop("noaug"), "per_defense has \\['none'\\], the protocol's defenses are"),
+        (lambda e: e["per_defense"].pop("bdr"), "per_defense has \\['none'\\], the protocol's defenses are"),
     ],
 )
 def test_invalid_entries_are_refused(measured, change, message):
@@ -101,11 +101,11 @@ def _ranked_copy(entry, method, per_defense):
 def test_ranking_lower_is_better_ties_by_undefended_then_name_clean_apart(measured):
     base = measured[2]["lsp"]
     entries = [
-        _ranked_copy(base, "zeta", {"none": 30.0, "noaug": 50.0}),  # defended 50
-        _ranked_copy(base, "alpha", {"none": 40.0, "noaug": 50.0}),  # ties zeta at 50, worse undefended
-        _ranked_copy(base, "beta", {"none": 60.0, "noaug": 20.0}),  # best defense is none: 60
-        _ranked_copy(base, "gamma", {"none": 45.0, "noaug": 10.0}),  # 45
-        _ranked_copy(base, "delta", {"none": 30.0, "noaug": 50.0}),  # same as zeta: by name
+        _ranked_copy(base, "zeta", {"none": 30.0, "bdr": 50.0}),  # defended 50
+        _ranked_copy(base, "alpha", {"none": 40.0, "bdr": 50.0}),  # ties zeta at 50, worse undefended
+        _ranked_copy(base, "beta", {"none": 60.0, "bdr": 20.0}),  # best defense is none: 60
+        _ranked_copy(base, "gamma", {"none": 45.0, "bdr": 10.0}),  # 45
+        _ranked_copy(base, "delta", {"none": 30.0, "bdr": 50.0}),  # same as zeta: by name
         measured[2]["clean"],
     ]
     reference, ranked = rank_entries(entries)
@@ -118,7 +118,7 @@ def test_ranking_lower_is_better_ties_by_undefended_then_name_clean_apart(measur
 
 def test_markdown_rows_in_rank_order_and_html_escapes(measured):
     base = measured[2]["lsp"]
-    entries = [_ranked_copy(base, "b-method", {"none": 70.0, "noaug": 20.0}), _ranked_copy(base, "a-method", {"none": 40.0, "noaug": 55.0}), measured[2]["clean"]]
+    entries = [_ranked_copy(base, "b-method", {"none": 70.0, "bdr": 20.0}), _ranked_copy(base, "a-method", {"none": 40.0, "bdr": 55.0}), measured[2]["clean"]]
     for entry in entries:
         entry["headline"]["label"] = "mean <b>accuracy</b> & co"
     skipped = [Skipped("shapes", "default", "ghost", "<script>alert(1)</script> missing")]
@@ -166,10 +166,10 @@ def test_leaderboard_command_end_to_end(tiny_victim_results, tmp_path, capsys):
 def test_incomplete_methods_are_skipped_never_filled_in(tiny_victim_results, tmp_path):
     results = tmp_path / "results"
     shutil.copytree(tiny_victim_results, results)
-    (results / "shapes" / "victims" / "lsp" / "test_resnet" / "ew" / "noaug" / "seed1" / "metrics.json").unlink()
+    (results / "shapes" / "victims" / "lsp" / "test_resnet" / "ew" / "bdr" / "seed1" / "metrics.json").unlink()
     board = build_leaderboard(results)
     assert [entry["method"] for entry in board.entries] == ["clean"]
-    assert board.skipped == [Skipped("shapes", "default", "lsp", "1 of 4 victims not measured (e.g. test_resnet/ew/noaug/seed1)")]
+    assert board.skipped == [Skipped("shapes", "default", "lsp", "1 of 4 victims not measured (e.g. test_resnet/ew/bdr/seed1)")]
     assert "- lsp: 1 of 4 victims not measured" in render_markdown(board.boards)
     board.figures.clear()
 
@@ -201,7 +201,7 @@ def test_git_commit_is_unknown_outside_git(tmp_path):
 
 def test_config_hash_is_recorded_and_bad_config_is_one_line(tiny_victim_results, tmp_path, capsys):
     config = tmp_path / "config.json"
-    config.write_text(json.dumps({"datasets": {"shapes": {}}, "victims": {"seeds": [0, 1], "defenses": ["none", "noaug"]}}))
+    config.write_text(json.dumps({"datasets": {"shapes": {}}, "victims": {"seeds": [0, 1], "defenses": ["none", "bdr"]}}))
     out = tmp_path / "leaderboard"
     assert main(["leaderboard", "--results", str(tiny_victim_results), "--out", str(out), "--config-json", str(config), "--protocol", "tiny"]) == 0
     entry = json.loads((out / "entries" / "shapes--tiny--lsp.json").read_text())

@@ -57,7 +57,7 @@ def test_delta_m_is_against_the_undefended_clean_victims_averaged_over_seeds(tin
     clean = [_read(tiny_victim_results, "clean", "none", seed) for seed in (0, 1)]
     tasks = [Task.from_json(item) for item in clean[0]["dataset"]["tasks"]]
     reference = {t.name: {m: np.mean([c["metrics"][t.name][m] for c in clean]) for m in t.metrics} for t in tasks}
-    for method, defense in (("lsp", "none"), ("lsp", "noaug"), ("clean", "noaug")):
+    for method, defense in (("lsp", "none"), ("lsp", "bdr"), ("clean", "bdr")):
         victim = _read(tiny_victim_results, method, defense, 0)
         expected = delta_m(victim["metrics"], reference, tasks)
         row = frame[(frame["method"] == method) & (frame["defense"] == defense) & (frame["seed"] == 0)].iloc[0]
@@ -71,7 +71,7 @@ def test_summary_is_mean_and_sample_std_over_seeds(tiny_victim_results):
     frame = victim_frame(records)
     summary = summarize(frame, records[0].tasks)
     assert len(summary) == 4 and list(summary["method"]) == ["clean", "clean", "lsp", "lsp"]
-    assert list(summary["defense"]) == ["none", "noaug", "none", "noaug"]
+    assert list(summary["defense"]) == ["none", "bdr", "none", "bdr"]
     for row in summary.itertuples():
         seeds = frame[(frame["method"] == row.method) & (frame["defense"] == row.defense)]["score"]
         assert row.seeds == 2
@@ -92,10 +92,10 @@ def test_attack_defense_matrix_rows_methods_columns_defenses(tiny_victim_results
     records = collect_victims(tiny_victim_results, "shapes")
     summary = summarize(victim_frame(records), records[0].tasks)
     matrix = attack_defense_matrix(summary)
-    assert list(matrix.columns) == ["none", "noaug"]
+    assert list(matrix.columns) == ["none", "bdr"]
     assert list(matrix.index) == [("test_resnet", "ew", "clean"), ("test_resnet", "ew", "lsp")]
-    lsp_noaug = summary[(summary["method"] == "lsp") & (summary["defense"] == "noaug")]["score_mean"].item()
-    assert matrix.loc[("test_resnet", "ew", "lsp"), "noaug"] == lsp_noaug
+    lsp_bdr = summary[(summary["method"] == "lsp") & (summary["defense"] == "bdr")]["score_mean"].item()
+    assert matrix.loc[("test_resnet", "ew", "lsp"), "bdr"] == lsp_bdr
 
 
 def _dense_tasks():
@@ -159,11 +159,11 @@ def test_malformed_victim_files_are_refused_by_name(copied_results, corrupt, mes
 
 
 def test_defense_key_is_read_when_present(copied_results):
-    path = _victim_path(copied_results, defense="noaug")
+    path = _victim_path(copied_results, defense="bdr")
     data = json.loads(path.read_text())
-    path.write_text(json.dumps({**data, "defense": {"name": "noaug", "options": {"augment": False}}}))
+    path.write_text(json.dumps({**data, "defense": {"name": "bdr", "options": {"augment": False}}}))
     record = next(r for r in collect_victims(copied_results, "shapes") if r.path == path)
-    assert record.defense == "noaug" and record.defense_options == {"augment": False}
+    assert record.defense == "bdr" and record.defense_options == {"augment": False}
 
 
 def test_victims_of_another_dataset_version_are_refused(copied_results):
@@ -189,7 +189,7 @@ def test_report_command_writes_every_table_and_plot(tiny_victim_results, tmp_pat
     markdown = (out / "scores.md").read_text()
     assert "| clean |" in markdown and "| lsp |" in markdown and "config sha256: not given" in markdown
     matrix = pd.read_csv(out / "attack_defense.csv", index_col=[0, 1, 2])
-    assert list(matrix.columns) == ["none", "noaug"]
+    assert list(matrix.columns) == ["none", "bdr"]
 
 
 def test_report_config_json_selects_methods_and_records_its_hash(tiny_victim_results, tmp_path):
