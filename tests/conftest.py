@@ -15,6 +15,20 @@ import pytest  # noqa: E402
 TINY_SHAPES = dict(train_size=32, test_size=16, image_size=16, crop_size=12)
 
 
+class Killed(Exception):
+    """Stands for the job being killed right after an epoch's checkpoint was written."""
+
+
+def kill_after(epoch: int):
+    """A training callback that raises Killed once ``epoch`` has been checkpointed."""
+
+    def callback(name: str, record: dict) -> None:
+        if record["epoch"] == epoch:
+            raise Killed
+
+    return callback
+
+
 @pytest.fixture(autouse=True, scope="session")
 def one_torch_thread():
     """The tensors in tests are tiny: on 2 shared cores, two torch threads run them ~25x slower

@@ -18,6 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
+from conftest import Killed, kill_after
 from mtlue.cli import CommandError, main
 from mtlue.data import Task, TaskKind
 from victims.commands import add_commands
@@ -450,18 +451,6 @@ def test_defenses_work_with_gradient_aggregation(tiny_dense_shapes, spec):
     record = result.runs[0].fit.history[0]
     assert all(np.isfinite(value) for value in record["train_loss"].values())
     assert all(np.isfinite(value) for value in record["task_weights"].values())
-
-
-class Killed(Exception):
-    pass
-
-
-def kill_after(epoch: int):
-    def callback(name: str, record: dict) -> None:
-        if record["epoch"] == epoch:
-            raise Killed
-
-    return callback
 
 
 def test_killed_and_resumed_defended_run_ends_identical(tiny_dense_shapes, tmp_path):

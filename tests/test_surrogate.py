@@ -30,6 +30,7 @@ from victims.model import MultiTaskModel
 from victims.train import seed_everything
 
 from conftest import TINY_SHAPES as SHAPES  # noqa: E402
+from conftest import Killed, kill_after  # noqa: E402
 EPOCHS, EVERY = 3, 2
 
 
@@ -106,17 +107,10 @@ def test_loaded_surrogate_is_the_saved_model_frozen_in_eval_mode(tiny_shapes, su
 def test_interrupted_training_resumes_to_the_same_files(tiny_shapes, surrogate, tmp_path):
     _, reference = surrogate
 
-    class Killed(Exception):
-        pass
-
-    def kill_after_second_epoch(name, record):
-        if record["epoch"] == 2:
-            raise Killed
-
     out, checkpoints = tmp_path / "surrogate", tmp_path / "checkpoints"
     with pytest.raises(Killed):
         train_surrogate(tiny_shapes, out, victim=TINY, config=quick_recipe(), every=EVERY, checkpoint_dir=checkpoints,
-                        progress=False, callbacks=[kill_after_second_epoch])
+                        progress=False, callbacks=[kill_after(2)])
     assert not out.exists()  # nothing that looks finished
     card = train_surrogate(tiny_shapes, out, victim=TINY, config=quick_recipe(), every=EVERY, checkpoint_dir=checkpoints, progress=False)
     assert card.metrics["history"][0]["epoch"] == 1  # the history of the first two epochs came back

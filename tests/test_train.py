@@ -16,6 +16,7 @@ import pytest
 import torch
 import torchvision.transforms.functional as TF
 
+from conftest import Killed, kill_after
 from mtlue.cli import CommandError
 from mtlue.data import DatasetWriter, PreparedDataset, Task, TaskKind
 from victims.augment import CenterCrop, RandomCropFlip
@@ -225,18 +226,6 @@ def test_dense_victim_learns_segmentation_depth_and_normals(dense_squares):
 
 # --------------------------------------------------------------------------------------------
 # Checkpoints
-
-
-class Killed(Exception):
-    """Stands for the job being killed right after an epoch's checkpoint was written."""
-
-
-def kill_after(epoch: int):
-    def callback(name: str, record: dict) -> None:
-        if record["epoch"] == epoch:
-            raise Killed
-
-    return callback
 
 
 def test_killed_and_resumed_run_ends_bit_identical(dense_squares, tmp_path):
