@@ -3,6 +3,8 @@
 # `victims`, plus the robustness protocol's blocks (mtlue.config.victim_runs). A defense is a
 # registered name or a `+` composition; its options come from `victims.defense_options`.
 
+import re
+
 VICTIMS = config["victims"]
 TRAIN = VICTIMS["train"]
 
