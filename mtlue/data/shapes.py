@@ -17,7 +17,7 @@ other, mirroring the three kinds of multi-task data in the MTL-UE paper:
 - dense tasks, as NYUv2 has: ``segmentation`` (background, circle, square, triangle), ``depth``
   (metres) and ``normal`` (unit vectors, x right, y down, z towards the camera).
 
-Why these scenes make a fair default: colours, positions and sizes are drawn independently of
+Why these scenes make a fair default: colours, positions and depths are drawn independently of
 the labels, so no single pixel or global colour statistic predicts a task; the labels are
 carried by shape outlines, texture, shading (normals), fog and apparent size (depth). Every
 label is decidable from the image: objects do not hide each other (one per quadrant), do not
