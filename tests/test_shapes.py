@@ -157,21 +157,22 @@ def test_classification_labels_survive_a_horizontal_flip():
 
 
 def _object_pixels(count: int, seed: int, size: int = 32):
-    """Every object's full mask and its visible pixels (after the z-buffer), for layout tests."""
-    from mtlue.data.shapes import _object_geometry, _object_masks, _sample_scene_parameters
+    """Every object's full pixel count and its visible pixels (after the z-buffer)."""
+    from mtlue.data.shapes import (
+        _object_geometry,
+        _object_masks,
+        _object_offsets,
+        _sample_scene_parameters,
+        _visible_pixels,
+        _pixel_centres,
+    )
 
     parameters = _sample_scene_parameters(np.random.default_rng(seed), count)
-    coords = (np.arange(size) + 0.5) / size
-    dx, dy = np.broadcast_arrays(
-        coords[None, None, None, :] - parameters["cx"][..., None, None],
-        coords[None, None, :, None] - parameters["cy"][..., None, None],
-    )
+    dx, dy = _object_offsets(parameters, _pixel_centres(size))
     masks = _object_masks(parameters, dx, dy)
     depth, _ = _object_geometry(parameters, dx, dy)
     front = np.where(masks, depth, np.inf).argmin(axis=1)
-    owner = np.where(masks.any(axis=1), front, -1)
-    visible = np.stack([(owner == m).sum(axis=(1, 2)) for m in range(MAX_OBJECTS)], axis=1)
-    return parameters, masks.sum(axis=(2, 3)), visible
+    return parameters, masks.sum(axis=(2, 3)), _visible_pixels(front, masks.any(axis=1))
 
 
 def test_objects_do_not_hide_each_other():

@@ -173,13 +173,29 @@ def _object_geometry(p: dict[str, np.ndarray], dx: np.ndarray, dy: np.ndarray) -
     return depth, normal
 
 
+def _pixel_centres(size: int) -> np.ndarray:
+    """Pixel centres in image widths, (0.5 / size ... 1 - 0.5 / size)."""
+    return (np.arange(size) + 0.5) / size
+
+
+def _object_offsets(p: dict[str, np.ndarray], coords: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """dx, dy (N, M, S, S): every pixel's offset from every object's centre, in image widths."""
+    dx = coords[None, None, None, :] - p["cx"][..., None, None]
+    dy = coords[None, None, :, None] - p["cy"][..., None, None]
+    return np.broadcast_arrays(dx, dy)
+
+
+def _visible_pixels(front: np.ndarray, covered: np.ndarray) -> np.ndarray:
+    """(N, M) pixels each object shows after the z-buffer (``front``: nearest object per pixel)."""
+    owner = np.where(covered, front, -1)  # (N, S, S), -1 = background
+    return np.stack([(owner == m).sum(axis=(1, 2)) for m in range(MAX_OBJECTS)], axis=1)
+
+
 def render_scenes(rng: np.random.Generator, count: int, size: int) -> Scenes:
     """Render ``count`` scenes of ``size`` x ``size`` pixels and derive all labels from them."""
     p = _sample_scene_parameters(rng, count)
-    coords = (np.arange(size) + 0.5) / size
-    dx = coords[None, None, None, :] - p["cx"][..., None, None]
-    dy = coords[None, None, :, None] - p["cy"][..., None, None]
-    dx, dy = np.broadcast_arrays(dx, dy)
+    coords = _pixel_centres(size)
+    dx, dy = _object_offsets(p, coords)
 
     mask = _object_masks(p, dx, dy)
     object_depth, object_normal = _object_geometry(p, dx, dy)
@@ -233,7 +249,7 @@ def _classification_labels(p: dict[str, np.ndarray], front: np.ndarray, covered:
     """Labels from what is visible, so an object hidden behind another does not count."""
     count = front.shape[0]
     owner = np.where(covered, front, -1)  # (N, S, S), -1 = background
-    pixels = np.stack([(owner == m).sum(axis=(1, 2)) for m in range(MAX_OBJECTS)], axis=1)
+    pixels = _visible_pixels(front, covered)
     visible = pixels >= max(2, round(0.004 * size * size))
     kind = p["kind"]
     half = size // 2
