@@ -125,7 +125,6 @@ class Defense(KeywordHyperparameters, abc.ABC):
     def __init__(self) -> None:
         self.name = type(self).__name__
 
-
     def check(self, tasks: Sequence[Task], channels: int) -> None:
         """Raise DefenseError if the defense cannot run on this dataset."""
 

@@ -74,7 +74,6 @@ class Weighting(KeywordHyperparameters, nn.Module, abc.ABC):
     def epoch_end(self, mean_losses: Tensor) -> None:
         """Called once per epoch with the epoch's mean per-task training losses (shape ``[K]``)."""
 
-
     def extra_repr(self) -> str:
         settings = {"num_tasks": self.num_tasks, **self.hyperparameters()}
         return ", ".join(f"{key}={value!r}" for key, value in settings.items())
