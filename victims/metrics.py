@@ -22,8 +22,10 @@ percentages in [0, 100]: ``accuracy``, ``auc``, ``miou``, ``pixel_accuracy`` and
   set's size, and it is within half a bin (0.005 degrees) of the exact median; mean and
   within-threshold shares are exact.
 
-``delta_m`` is the multi-task performance change of Maninis et al. (2019) in the form of
-Liu et al. (2022, Auto-Lambda) / LibMTL, averaged over every metric of every task.
+``delta_m`` is the multi-task performance change of Maninis et al. (2019) averaged over every
+metric of every task, the form the NYUv2 tables of CAGrad (Liu et al., 2021) and Nash-MTL
+(Navon et al., 2022) report. LibMTL averages within each task first; the two agree whenever
+every task reports as many metrics as every other, as on each classification-only dataset.
 """
 
 from __future__ import annotations

@@ -50,8 +50,9 @@ def delta_m(
     """Relative change (%) of ``results`` against ``clean_results``, averaged over every metric.
 
     Δm = (1/M) Σ_j (-1)^{l_j} (M_j - M_clean_j) / M_clean_j * 100, with l_j = 1 when lower is
-    better for metric j (Maninis et al., 2019; Liu et al., 2022). Positive means better than
-    the clean-trained victim; a poison that protects its data drives it negative.
+    better for metric j (Maninis et al., 2019; over metrics rather than tasks, as Navon et al.,
+    2022 report it on NYUv2). Positive means better than the clean-trained victim; a poison that
+    protects its data drives it negative.
     """
     terms = []
     for task in tasks:
