@@ -4,8 +4,8 @@
         [--tables backbones,weightings,defenses] [--defenses none,jpeg,cutout,mixup,ueraser-max,at]
 
 The data is the config's first dataset (a ``shapes`` dataset with the config's image and crop
-sizes, regenerated at a few batches' size in a scratch folder) and the dense decoders have the
-config's ``victims.decoder_width``.
+sizes, regenerated at a few batches' size in a scratch folder, with its dense tasks even where
+the config turns them off) and the dense decoders have the config's ``victims.decoder_width``.
 
 Two tables, both from the real training loop (``victims.train.fit``: on-device batch gather,
 random crop + flip, forward, losses, the weighting's backward, clipping, Adam):
@@ -175,17 +175,19 @@ def main() -> None:
     source = entry.get("source", name)
     if source != "shapes":
         parser.error(f"{args.config}: the benchmark regenerates the embedded shapes data; its first dataset is {source!r}")
-    options = {key: value for key, value in entry["options"].items() if key not in ("train_size", "test_size")}
+    # The dense tasks are always generated, whatever the config says: the "all" rows measure them.
+    options = {key: value for key, value in entry["options"].items() if key not in ("train_size", "test_size", "dense_tasks")}
     args.decoder_width = config["victims"]["decoder_width"]
 
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch) / "shapes"
         size = max(256, args.batch_size * args.steps)
-        create_builder("shapes", **options, train_size=size, test_size=args.batch_size).prepare(root, Path(scratch) / "raw")
+        create_builder("shapes", **options, dense_tasks=True, train_size=size, test_size=args.batch_size).prepare(root, Path(scratch) / "raw")
         dataset = PreparedDataset(root)
         everything = dataset.tasks
         classification = tuple(task for task in everything if task.kind.is_classification)
+        full_view = f"all {len(everything)}"
         print(
             f"shapes {dataset.image_shape[1]}px (crop {dataset.crop_size}), batch {args.batch_size}, "
             f"{args.steps} steps/epoch, decoder width {args.decoder_width}, device {args.device}, {torch.get_num_threads()} thread(s), "
@@ -193,7 +195,7 @@ def main() -> None:
         )
         tables = set(args.tables.split(","))
         if "backbones" in tables:
-            backbone_rows = [measure(dataset, everything, "all 12", name, "ew", args) for name in args.backbones.split(",")]
+            backbone_rows = [measure(dataset, everything, full_view, name, "ew", args) for name in args.backbones.split(",")]
             backbone_rows += [
                 measure(dataset, classification, "classification", name, "ew", args) for name in args.classification_backbones.split(",")
             ]
@@ -201,10 +203,10 @@ def main() -> None:
         if "weightings" in tables:
             names = list_weightings() if args.weightings == "all" else args.weightings.split(",")
             weighting_rows = [measure(dataset, classification, "classification", args.weighting_backbone, name, args) for name in names]
-            print_table(f"Weightings ({args.weighting_backbone}, 9 classification tasks)", weighting_rows)
+            print_table(f"Weightings ({args.weighting_backbone}, {len(classification)} classification tasks)", weighting_rows)
         if "defenses" in tables:
             defense_rows = [
-                measure(dataset, everything, "all 12", args.defense_backbone, "ew", args, defense_spec=spec) for spec in args.defenses.split(",")
+                measure(dataset, everything, full_view, args.defense_backbone, "ew", args, defense_spec=spec) for spec in args.defenses.split(",")
             ]
             print_defense_table(f"Defenses ({args.defense_backbone}, all {len(everything)} tasks, equal weighting)", defense_rows)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
