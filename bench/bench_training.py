@@ -208,7 +208,7 @@ def main() -> None:
             defense_rows = [
                 measure(dataset, everything, full_view, args.defense_backbone, "ew", args, defense_spec=spec) for spec in args.defenses.split(",")
             ]
-            print_defense_table(f"Defenses ({args.defense_backbone}, all {len(everything)} tasks, equal weighting)", defense_rows)
+            print_defense_table(f"Defenses ({args.defense_backbone}, {full_view} tasks, equal weighting)", defense_rows)
     print(f"\ntotal {time.perf_counter() - started:.0f} s")
 
 
