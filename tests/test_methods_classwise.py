@@ -181,7 +181,7 @@ def test_dense_only_datasets_are_refused(tmp_path):
 
 def test_lsp_patterns_are_sign_blocks_of_distinct_clusters():
     method = create_method("lsp", patch_size=4)
-    patterns = method.class_patterns(np.random.default_rng(0), 5, (3, 10, 10))
+    patterns = method.class_patterns(np.random.default_rng(0), 5, (3, 10, 10), 8)
     assert patterns.shape == (5, 3, 10, 10) and np.allclose(np.abs(patterns).max(axis=(1, 2, 3)), 1.0)
     # Constant over each 4 x 4 block (the last block cropped to 2 px).
     assert np.array_equal(patterns[:, :, :4, :4], np.repeat(np.repeat(patterns[:, :, :1, :1], 4, 2), 4, 3))
@@ -190,7 +190,7 @@ def test_lsp_patterns_are_sign_blocks_of_distinct_clusters():
     signs = np.sign(patterns[:, :, ::4, ::4].reshape(5, -1))
     assert len(np.unique(signs, axis=0)) == 5
     with pytest.raises(MethodError, match="lower patch_size"):
-        create_method("lsp", patch_size=16).class_patterns(np.random.default_rng(0), 3, (1, 8, 8))
+        create_method("lsp", patch_size=16).class_patterns(np.random.default_rng(0), 3, (1, 8, 8), 8)
 
 
 def test_autoregression_sweep_equals_the_raster_recursion():
@@ -218,7 +218,7 @@ def test_an_ar_filter_cancels_its_own_texture_only():
 
 
 def test_ar_patterns_use_the_whole_range_and_respect_the_class_count():
-    patterns = create_method("ar").class_patterns(np.random.default_rng(3), 4, (3, 20, 24))
+    patterns = create_method("ar").class_patterns(np.random.default_rng(3), 4, (3, 20, 24), 8)
     assert patterns.shape == (4, 3, 20, 24) and np.isfinite(patterns).all()
     assert np.allclose(np.abs(patterns).max(axis=(1, 2, 3)), 1.0)
     assert len({pattern.tobytes() for pattern in patterns}) == 4
@@ -276,6 +276,8 @@ def test_repr_shows_hyperparameters_with_paper_defaults():
         "stability_trials": 3,
         "stability_bound": 5.0,
         "min_cross_response": 3.0,
+        "norm": "l2",
+        "l2_norm": 1.0,
     }
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import numpy as np
 
@@ -48,32 +48,39 @@ class ClasswiseMethod(UEMethod):
 
     requires = Requirement.NOTHING
     Hyperparameters = ClasswiseHyperparameters
+    #: Where the grid adaptation draws a task's patterns: at the image's size, then subsampled
+    #: into the task's cell (False, the release's classwise_patch_K), or at the cell's own size
+    #: (True), for patterns whose shortcut is a pixel-scale structure that subsampling destroys.
+    draw_in_cell: ClassVar[bool] = False
 
     @abstractmethod
-    def class_patterns(self, rng: np.random.Generator, classes: int, shape: tuple[int, int, int]) -> np.ndarray:
-        """(classes, C, H, W) float64 patterns of one task, each scaled to max |p| = 1.
+    def class_patterns(self, rng: np.random.Generator, classes: int, shape: tuple[int, int, int], epsilon: int) -> np.ndarray:
+        """(classes, C, H, W) float64 patterns of one task in units of the budget, |p| <= 1.
 
-        The largest entry of every pattern reaches the budget: the adaptation multiplies by
-        epsilon/255 and rounds.
+        The adaptation multiplies by epsilon/255 and rounds to whole levels; a method that
+        scales its patterns to another norm (AR's L2) clips them into the budget here.
         """
 
     def generate_deltas(self, dataset: PreparedDataset, context: GenerationContext) -> np.ndarray:
         tasks = classification_tasks(dataset, self.name)
         train = dataset.split(POISONED_SPLIT)
-        _, height, width = dataset.image_shape
+        channels, height, width = dataset.image_shape
+        shapes = [dataset.image_shape] * len(tasks)
         if self.hyperparameters.adaptation == "grid":
             try:
-                grid_cells(height, width, len(tasks))
+                cells = grid_cells(height, width, len(tasks))
             except ValueError as error:
                 raise MethodError(f"method {self.name!r} on {dataset.name!r}: {error}") from None
-        patterns = [self.task_patterns(task, dataset.image_shape, context) for task in tasks]
+            if self.draw_in_cell:
+                shapes = [(channels, rows.stop - rows.start, columns.stop - columns.start) for rows, columns in cells]
+        patterns = [self.task_patterns(task, shape, context) for task, shape in zip(tasks, shapes, strict=True)]
         labels = [np.asarray(train.targets[task.name]) for task in tasks]
         compose = compose_grid if self.hyperparameters.adaptation == "grid" else compose_average
         return compose(patterns, labels, dataset.image_shape, context.epsilon)
 
     def task_patterns(self, task: Task, shape: tuple[int, int, int], context: GenerationContext) -> np.ndarray:
         """The patterns of ``task``'s classes, drawn from the stream (seed, method, task name)."""
-        patterns = self.class_patterns(context.rng(self.name, task.name), task.num_classes, shape)
+        patterns = self.class_patterns(context.rng(self.name, task.name), task.num_classes, shape, context.epsilon)
         expected = (task.num_classes, *shape)
         # A contract check on the subclass, so that a bug there cannot turn into a silent
         # misplacement or a pattern clipped flat by the budget.
@@ -85,6 +92,6 @@ class ClasswiseMethod(UEMethod):
         if not np.isfinite(patterns).all() or np.abs(patterns).max() > 1.0 + 1e-9:
             raise MethodError(
                 f"method {self.name!r} drew patterns for task {task.name!r} that are not finite or exceed "
-                f"max |p| = 1 (a bug in the method)"
+                f"the budget, |p| <= 1 (a bug in the method)"
             )
         return patterns

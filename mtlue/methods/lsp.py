@@ -62,7 +62,7 @@ class LSPMethod(ClasswiseMethod):
     description = "linearly separable synthetic patches, one per task and class (Yu et al., KDD 2022)"
     Hyperparameters = LSPHyperparameters
 
-    def class_patterns(self, rng: np.random.Generator, classes: int, shape: tuple[int, int, int]) -> np.ndarray:
+    def class_patterns(self, rng: np.random.Generator, classes: int, shape: tuple[int, int, int], epsilon: int) -> np.ndarray:
         channels, height, width = shape
         size = self.hyperparameters.patch_size
         block_rows, block_columns = math.ceil(height / size), math.ceil(width / size)

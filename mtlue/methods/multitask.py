@@ -5,15 +5,15 @@ sample has K labels, and the MTL-UE release combines the K patterns of its label
 ways (its ``perturb_type`` values):
 
 - ``grid`` (``classwise_patch_K``): the image is cut into N x N cells, N = 2^ceil(log2 ceil(sqrt K)),
-  and cell k (row-major) holds task k's pattern for the sample's label, subsampled into the cell;
-  cells beyond K stay zero. Each task gets 1/N^2 of the image, the "patch shrinks as K grows"
+  and cell k (row-major) holds task k's pattern for the sample's label, subsampled into the cell
+  (a pattern drawn at the cell's own size goes in as it is); cells beyond K stay zero. Each task gets 1/N^2 of the image, the "patch shrinks as K grows"
   effect the paper points out.
 - ``average`` (``classwise_spatial_K``): delta = (1/K) sum_k p^k_{y^k} over full-image patterns.
   Averaging K independent patterns shrinks the result by about sqrt(K); the release does not
   rescale it, and neither do we.
 
-Patterns come in at the stored resolution (the victim crops later), as floats scaled to
-max |p| = 1, and leave as int8 steps of 1/255 within +-epsilon.
+Patterns come in at the stored resolution (the victim crops later), as floats in units of the
+budget (|p| <= 1), and leave as int8 steps of 1/255 within +-epsilon.
 """
 
 from __future__ import annotations
@@ -77,9 +77,10 @@ def compose_grid(
 ) -> np.ndarray:
     """int8 deltas (N, C, H, W): cell k holds ``patterns[k][labels[k][i]]`` subsampled into it.
 
-    ``patterns[k]`` is (classes of task k, C, H, W) with max |p| = 1; ``labels[k]`` is (N,).
+    ``patterns[k]`` is (classes of task k, C, h, w) with |p| <= 1, drawn at the image's size or
+    at cell k's; ``labels[k]`` is (N,).
     """
-    _check_inputs(patterns, labels, image_shape)
+    _check_inputs(patterns, labels, image_shape, same_size=False)
     channels, height, width = image_shape
     deltas = np.zeros((len(labels[0]), channels, height, width), dtype=np.int8)
     for (rows, columns), task_patterns, task_labels in zip(
@@ -96,7 +97,7 @@ def compose_average(
     patterns: Sequence[np.ndarray], labels: Sequence[np.ndarray], image_shape: tuple[int, int, int], epsilon: int
 ) -> np.ndarray:
     """int8 deltas (N, C, H, W) = quantize(epsilon/255 * mean_k patterns[k][labels[k][i]])."""
-    _check_inputs(patterns, labels, image_shape)
+    _check_inputs(patterns, labels, image_shape, same_size=True)
     samples = len(labels[0])
     deltas = np.zeros((samples, *image_shape), dtype=np.int8)
     chunk = max(1, _AVERAGE_CHUNK_ELEMENTS // math.prod(image_shape))
@@ -110,13 +111,17 @@ def compose_average(
     return deltas
 
 
-def _check_inputs(patterns: Sequence[np.ndarray], labels: Sequence[np.ndarray], image_shape: tuple[int, int, int]) -> None:
+def _check_inputs(
+    patterns: Sequence[np.ndarray], labels: Sequence[np.ndarray], image_shape: tuple[int, int, int], *, same_size: bool
+) -> None:
     if not patterns or len(patterns) != len(labels):
         raise ValueError(f"need one pattern set per task: {len(patterns)} pattern sets, {len(labels)} label arrays")
     if len({len(task_labels) for task_labels in labels}) != 1:
         raise ValueError("every task needs one label per sample")
     for task_patterns, task_labels in zip(patterns, labels, strict=True):
-        if task_patterns.ndim != 4 or tuple(task_patterns.shape[1:]) != tuple(image_shape):
+        shape = tuple(task_patterns.shape[1:]) if task_patterns.ndim == 4 else ()
+        fits = shape == tuple(image_shape) if same_size else shape[:1] == tuple(image_shape[:1])
+        if not fits:
             raise ValueError(f"patterns of shape {task_patterns.shape} do not match images of shape {image_shape}")
         if len(task_labels) and int(np.max(task_labels)) >= len(task_patterns):
             raise ValueError(f"label {int(np.max(task_labels))} has no pattern ({len(task_patterns)} classes)")
