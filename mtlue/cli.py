@@ -80,7 +80,7 @@ def _prepare(args: argparse.Namespace) -> None:
     source = args.source or args.dataset
     out = Path(args.out) if args.out else Path("resources/data") / args.dataset
     raw = Path(args.raw) if args.raw else Path("resources/raw") / source
-    builder = create_builder(source, **options)
+    builder = create_builder(source, select_tasks=args.tasks or None, **options)
     print(f"preparing {args.dataset} ({builder!r}) from {raw} into {out}", file=sys.stderr)
     builder.prepare(out, raw)
     dataset = PreparedDataset(out)
@@ -126,6 +126,10 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--raw", help="folder of source files (default: resources/raw/SOURCE)")
     prepare.add_argument("--options-json", help="dataset options as a JSON object")
     prepare.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="one dataset option (repeatable)")
+    prepare.add_argument(
+        "--task", dest="tasks", action="append", default=[], metavar="NAME",
+        help="keep only this task (repeatable; default: every task of the dataset)",
+    )
     prepare.set_defaults(handler=_prepare)
 
     show = commands.add_parser("show", help="print a prepared dataset's tasks, sizes and label balance")

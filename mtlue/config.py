@@ -184,7 +184,7 @@ def _check_datasets(config: Mapping[str, Any]) -> None:
         if not name.replace("_", "").replace("-", "").isalnum():
             raise ConfigError(f"dataset name {name!r} in datasets: use letters, digits, '_' or '-'")
         try:
-            create_builder(dataset_source(config, name), **entry.get("options", {}))
+            create_builder(dataset_source(config, name), select_tasks=entry.get("tasks"), **entry.get("options", {}))
         except DatasetError as error:
             raise ConfigError(f"datasets.{name}: {error}") from None
 

@@ -7,7 +7,7 @@ from .registry import DatasetBuilder, create_builder, dataset_description, list_
 from .store import SPLITS, DatasetError, DatasetWriter, PreparedDataset, SplitData
 from .tasks import IGNORE_INDEX, Task, TaskKind
 
-from . import celeba, chestxray14, folder, nyuv2, shapes, utkface  # noqa: E402,F401  (registers the built-in datasets)
+from . import celeba, chestxray14, folder, nyuv2, photodigits, shapes, utkface  # noqa: E402,F401  (registers the built-in datasets)
 
 __all__ = [
     "IGNORE_INDEX",

@@ -5,7 +5,9 @@ names what is available and ``create_builder`` is the one entry point, so nothin
 dispatches on dataset names.
 
 A builder declares its options as a dataclass (``Options``); configs pass a mapping that is
-checked against it, so a misspelt option fails with the list of valid ones.
+checked against it, so a misspelt option fails with the list of valid ones. Any dataset can be
+prepared as a task view (``select_tasks``: e.g. one task of a multi-task dataset, for the
+single-task sanity protocol): the builder fills every task and the writer keeps the selection.
 """
 
 from __future__ import annotations
@@ -43,7 +45,9 @@ class DatasetBuilder(ABC):
     #: Dataclass of the options a config may set for this dataset.
     Options: ClassVar[type] = NoOptions
 
-    def __init__(self, **options: Any) -> None:
+    def __init__(self, *, select_tasks: Sequence[str] | None = None, **options: Any) -> None:
+        #: Names of the tasks the prepared dataset keeps (None: all of them).
+        self.select_tasks = None if select_tasks is None else tuple(select_tasks)
         valid = {field.name for field in dataclasses.fields(self.Options)}
         unknown = sorted(set(options) - valid)
         if unknown:
@@ -57,7 +61,8 @@ class DatasetBuilder(ABC):
             raise DatasetError(f"dataset {self.name!r}: bad option: {error}") from None
 
     def __repr__(self) -> str:
-        return f"{type(self).__name__}({self.options!r})"
+        view = "" if self.select_tasks is None else f", select_tasks={list(self.select_tasks)}"
+        return f"{type(self).__name__}({self.options!r}{view})"
 
     def options_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self.options)
@@ -80,6 +85,8 @@ class DatasetBuilder(ABC):
         options = self.options_dict()
         if provenance is not None:
             options["provenance"] = provenance
+        if self.select_tasks is not None:
+            options["select_tasks"] = list(self.select_tasks)
         return DatasetWriter(
             out_dir,
             name=Path(out_dir).name,
@@ -89,6 +96,7 @@ class DatasetBuilder(ABC):
             crop_size=crop_size,
             options=options,
             description=self.description if description is None else description,
+            keep_tasks=self.select_tasks,
         )
 
     @abstractmethod
@@ -132,5 +140,6 @@ def _builder_class(name: str) -> type[DatasetBuilder]:
         ) from None
 
 
-def create_builder(name: str, **options: Any) -> DatasetBuilder:
-    return _builder_class(name)(**options)
+def create_builder(name: str, *, select_tasks: Sequence[str] | None = None, **options: Any) -> DatasetBuilder:
+    """The builder of dataset ``name`` with ``options``, keeping only ``select_tasks`` if given."""
+    return _builder_class(name)(select_tasks=select_tasks, **options)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -126,6 +126,7 @@ class DatasetWriter:
         source: str | None = None,
         options: Mapping[str, Any] | None = None,
         description: str = "",
+        keep_tasks: Sequence[str] | None = None,
     ) -> None:
         self.out_dir = Path(out_dir)
         self.name = name
@@ -135,6 +136,9 @@ class DatasetWriter:
         names = [task.name for task in self.tasks]
         if len(set(names)) != len(names):
             raise DatasetError(f"dataset {name!r} declares duplicate task names: {names}")
+        #: The tasks the prepared dataset keeps (a task view, e.g. one task of a multi-task
+        #: dataset); the preparation code still fills every task, the rest is dropped at the end.
+        self.kept = self.tasks if keep_tasks is None else _select_tasks(name, self.tasks, keep_tasks)
         channels, height, width = (int(v) for v in image_shape)
         if channels not in (1, 3):
             raise DatasetError(f"dataset {name!r}: images need 1 or 3 channels, got {channels}")
@@ -187,6 +191,11 @@ class DatasetWriter:
             writer._finish(self.tasks, height, width)
         root = self._root
         assert root is not None
+        kept = {task.name for task in self.kept}
+        for split in self._splits:
+            for task in self.tasks:
+                if task.name not in kept:
+                    (root / split / "targets" / f"{task.name}.npy").unlink()
         files = {
             path.relative_to(root).as_posix(): {"sha256": file_sha256(path), "bytes": path.stat().st_size}
             for path in sorted(root.rglob("*"))
@@ -203,13 +212,28 @@ class DatasetWriter:
             "description": self.description,
             "image_shape": list(self.image_shape),
             "crop_size": self.crop_size,
-            "tasks": tasks_to_json(self.tasks),
+            "tasks": tasks_to_json(self.kept),
             "splits": splits,
             "files": files,
             "options": self.options,
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
         atomic_write_json(root / MANIFEST, manifest)
+
+
+def _select_tasks(dataset: str, tasks: tuple[Task, ...], names: Sequence[str]) -> tuple[Task, ...]:
+    """The tasks named in ``names``, in the dataset's order; refuse unknown or repeated names."""
+    available = [task.name for task in tasks]
+    if isinstance(names, str) or not names:
+        raise DatasetError(f"dataset {dataset!r}: the task selection must list at least one of its tasks: {', '.join(available)}")
+    unknown = [name for name in names if name not in available]
+    if unknown:
+        raise DatasetError(
+            f"dataset {dataset!r} has no task(s) {', '.join(map(repr, unknown))}; its tasks: {', '.join(available)}"
+        )
+    if len(set(names)) != len(names):
+        raise DatasetError(f"dataset {dataset!r}: the task selection names a task twice: {list(names)}")
+    return tuple(task for task in tasks if task.name in set(names))
 
 
 def _split_hash(files: Mapping[str, Mapping[str, Any]], split: str) -> str:

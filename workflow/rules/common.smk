@@ -21,6 +21,10 @@ def dataset_options_json(wildcards):
     return json.dumps(config["datasets"][wildcards.dataset].get("options", {}), sort_keys=True)
 
 
+def dataset_task_flags(wildcards):
+    return " ".join(f"--task {name}" for name in config["datasets"][wildcards.dataset].get("tasks", []))
+
+
 def tracking_uri():
     uri = config["tracking_uri"]
     if uri == "auto":

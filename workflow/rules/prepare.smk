@@ -9,6 +9,7 @@ rule prepare:
         source=lambda wildcards: dataset_source(wildcards.dataset),
         raw=lambda wildcards: f"{RAW}/{dataset_source(wildcards.dataset)}",
         options=dataset_options_json,
+        tasks=dataset_task_flags,
     log:
         f"{LOGS}/prepare/{{dataset}}.log",
     threads: 1
@@ -18,7 +19,7 @@ rule prepare:
         gpu=0,
     shell:
         "mtlue prepare {wildcards.dataset} --source {params.source} --raw {params.raw}"
-        " --out $(dirname {output.manifest}) --options-json {params.options:q} > {log} 2>&1"
+        " --out $(dirname {output.manifest}) --options-json {params.options:q} {params.tasks} > {log} 2>&1"
 
 
 rule show_dataset:
