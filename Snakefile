@@ -14,7 +14,12 @@ from snakemake.utils import min_version
 min_version("8.0")
 
 
-configfile: "config/config.yaml"
+# The embedded default is the config only when none is given: `--configfile X` runs X alone (its
+# missing keys take the schema's defaults, which are the paper's protocol), instead of being
+# merged onto the laptop demo. `--config KEY=VALUE` still overrides either.
+if not workflow.overwrite_configfiles:
+
+    configfile: "config/config.yaml"
 
 
 # Jobs call `mtlue`; putting this interpreter's bin folder first on PATH runs the mtlue that is
