@@ -224,6 +224,38 @@ def test_ar_patterns_use_the_whole_range_and_respect_the_class_count():
     assert len({pattern.tobytes() for pattern in patterns}) == 4
 
 
+def test_ar_keeps_the_papers_per_pixel_l2_norm_and_clips_only_the_tails():
+    shape = (3, 32, 32)
+    raw = create_method("ar", norm="linf").class_patterns(np.random.default_rng(3), 4, shape, 8)
+    scaled = create_method("ar").class_patterns(np.random.default_rng(3), 4, shape, 8)
+    # The same processes and starts, scaled differently: the L2 form is the max form times one
+    # factor per pattern, clipped at the budget.
+    ratio = scaled / np.where(raw == 0, 1, raw)
+    for pattern, factor in zip(scaled, ratio):
+        inside = np.abs(pattern) < 1
+        assert np.allclose(factor[inside], factor[inside].flat[0])
+    # Before clipping, the RMS is the paper's L2 norm 1 on 3 x 32 x 32, in units of 8/255.
+    target = 255.0 / (8 * np.sqrt(3 * 32 * 32))
+    unclipped = raw * ratio.reshape(4, -1)[np.arange(4), np.argmax(np.abs(scaled).reshape(4, -1) < 1, axis=1)][:, None, None, None]
+    assert np.allclose(np.sqrt(np.mean(unclipped**2, axis=(1, 2, 3))), target)
+    # Most of the texture is kept: a small share of the values reaches the budget, and the
+    # quantised deltas are far from the near-zero levels the max scaling gives.
+    assert 0.0 < np.mean(np.abs(scaled) >= 1) < 0.2
+    assert np.mean(np.abs(np.round(8 * scaled))) > 2.5 > np.mean(np.abs(np.round(8 * raw)))
+
+
+def test_ar_draws_each_task_in_its_own_cell_size(dataset, generated):
+    # The cell's delta is the process drawn at 8 x 8 (burn-in and all), not a subsampled 16 x 16
+    # pattern; LSP keeps the release's subsampling.
+    method = create_method("ar")
+    context = GenerationContext(seed=0)
+    cell = method.task_patterns(dataset.task("first"), (3, 8, 8), context)
+    rows, columns = CELLS["first"]
+    expected = np.clip(np.round(cell[0] * 8), -8, 8)
+    assert np.array_equal(generated["ar", "grid"][0][:, rows, columns], expected)
+    assert not create_method("lsp").draw_in_cell and method.draw_in_cell
+
+
 def test_clean_goes_through_the_same_store_path(dataset, tmp_path):
     store = make_poison(dataset, create_method("clean"), GenerationContext(seed=0), tmp_path / "clean")
     loaded = load_store(tmp_path / "clean", dataset)
