@@ -1,7 +1,8 @@
 """The ``mtlue`` command line: every workflow step is a subcommand, so each can run by hand.
 
 Subcommands import their heavy dependencies (torch, matplotlib) only when they run, so that
-``mtlue list datasets`` and ``mtlue check-config`` answer at once.
+``mtlue list datasets`` and ``mtlue check-config`` answer at once. Results go to stdout; log
+records, e.g. a poison generation's progress, to stderr, one line each (:mod:`mtlue.logs`).
 """
 
 from __future__ import annotations
@@ -110,8 +111,14 @@ def _check_config(args: argparse.Namespace) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from mtlue.logs import LEVELS
+
     parser = argparse.ArgumentParser(prog="mtlue", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
+    parser.add_argument(
+        "--log-level", choices=LEVELS, default="INFO",
+        help="least severe log record of mtlue's own loggers shown on stderr (default INFO; other libraries: WARNING)",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     listing = commands.add_parser("list", help="list registered datasets, backbones, weightings, ...")
@@ -160,8 +167,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mtlue.data import DatasetError
     from mtlue.tracking import TrackingError
 
+    from mtlue.logs import configure_logging
+
     parser = build_parser()
     args = parser.parse_args(argv)
+    configure_logging(args.log_level)
     try:
         args.handler(args)
     except (CommandError, ConfigError, DatasetError, TrackingError) as error:

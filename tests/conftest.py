@@ -82,3 +82,26 @@ def tiny_victim_results(tiny_shapes, tmp_path_factory):
                 ]
                 assert main(argv) == 0
     return results
+
+
+@pytest.fixture
+def cut_off_results(tiny_victim_results, tmp_path):
+    """A copy of ``tiny_victim_results`` whose ``lsp`` card records a generation that a cap of 3
+    rounds cut off before its stop rule held, as the card of such an EM run does (the victims
+    and the deltas are the real ones; only the card's convergence record is changed)."""
+    import json
+    import shutil
+
+    from mtlue.poisons import Convergence
+
+    results = tmp_path / "results"
+    shutil.copytree(tiny_victim_results, results)
+    path = results / "shapes" / "poisons" / "lsp" / "card.json"
+    card = json.loads(path.read_text())
+    card["convergence"] = Convergence(
+        rule="surrogate training error <= 0.01", converged=False, stopped_by="cap", unit="round", steps=3, cap=3,
+        cap_hyperparameter="max_rounds", final={"train_error": 0.4}, target={"train_error": 0.01},
+        history=tuple({"round": index, "train_error": 0.4} for index in (1, 2, 3)),
+    ).to_json()
+    path.write_text(json.dumps(card))
+    return results

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import re
 import subprocess
 import sys
@@ -108,3 +109,30 @@ def test_bad_input_gives_one_clear_line(argv, message, capsys):
 def test_check_config_prints_defaults(capsys):
     assert main(["check-config", str(ROOT / "config" / "config.yaml"), "--print"]) == 0
     assert "milestones" in capsys.readouterr().out
+
+
+def test_log_records_go_to_stderr_one_line_each_and_stdout_stays_the_results(capsys):
+    from mtlue.logs import configure_logging
+
+    assert main(["list", "datasets"]) == 0  # the command line configures logging (default INFO)
+    configure_logging("INFO")  # configuring again replaces the handler instead of doubling it
+    out = capsys.readouterr().out
+    assert "shapes" in out.splitlines()
+    logging.getLogger("mtlue.methods.progress").info("em round %d/%d:\ntwo lines", 1, 2)
+    logging.getLogger("victims.train").debug("below the level")
+    logging.getLogger("alembic.runtime.migration").info("a library's chatter")
+    logging.getLogger("some.library").warning("a library's warning")
+    out, err = capsys.readouterr()
+    assert out == ""
+    lines = err.splitlines()
+    assert len(lines) == 2, lines
+    assert re.fullmatch(r"\d{4}-\d\d-\d\d \d\d:\d\d:\d\d INFO mtlue\.methods\.progress: em round 1/2: \| two lines", lines[0])
+    assert re.fullmatch(r"\S+ \S+ WARNING some\.library: a library's warning", lines[1])
+
+    assert main(["--log-level", "WARNING", "list", "datasets"]) == 0
+    logging.getLogger("mtlue.methods.progress").info("not shown at WARNING")
+    assert capsys.readouterr().err == ""
+    assert main(["--log-level", "DEBUG", "list", "datasets"]) == 0
+    logging.getLogger("victims.train").debug("shown at DEBUG")
+    assert "DEBUG victims.train: shown at DEBUG" in capsys.readouterr().err
+    configure_logging("INFO")

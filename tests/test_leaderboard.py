@@ -214,3 +214,44 @@ def test_config_hash_is_recorded_and_bad_config_is_one_line(tiny_victim_results,
     assert main(["leaderboard", "--results", str(tiny_victim_results), "--out", str(tmp_path / "other"), "--config-json", str(config)]) == 2
     assert "victims.seeds must be a non-empty list of integers" in capsys.readouterr().err
     assert not (tmp_path / "other").exists()
+
+
+def test_a_poison_cut_off_by_its_cap_is_marked_on_the_leaderboard(cut_off_results, measured, tmp_path):
+    assert measured[2]["lsp"]["convergence"]["stopped_by"] == "closed_form"  # LSP has nothing to iterate
+    out = tmp_path / "leaderboard"
+    assert main(["leaderboard", "--results", str(cut_off_results), "--out", str(out)]) == 0
+    entry = json.loads((out / "entries" / "shapes--default--lsp.json").read_text())
+    assert entry["format"] == "mtlue-leaderboard-entry/2"
+    assert entry["convergence"] == {
+        "rule": "surrogate training error <= 0.01", "converged": False, "stopped_by": "cap", "unit": "round", "steps": 3,
+        "cap": 3, "cap_hyperparameter": "max_rounds", "final": {"train_error": 0.4}, "target": {"train_error": 0.01},
+    }
+    clean = json.loads((out / "entries" / "shapes--default--clean.json").read_text())
+    assert (clean["convergence"]["converged"], clean["convergence"]["stopped_by"]) == (True, "closed_form")
+    note = "† Poison generation cut off by its cap before its stop rule held"
+    markdown = (out / "leaderboard.md").read_text()
+    assert "| 1 | lsp † |" in markdown and "| ref | clean (reference) |" in markdown
+    assert note in markdown and "lsp: max_rounds = 3 reached after 3 round(s)" in markdown
+    page = (out / "index.html").read_text()
+    assert "<td>lsp †</td>" in page and note in page
+    assert note not in render_markdown(group_boards(list(measured[2].values())))
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.update(converged=True), "convergence: .* is not valid under any of the given schemas"),
+        (lambda c: c.update(stopped_by="tired"), "convergence: .* is not valid under any of the given schemas"),
+        (lambda c: c.update(history=[]), "convergence: .* is not valid under any of the given schemas"),
+    ],
+)
+def test_entries_with_an_inconsistent_convergence_are_refused(measured, change, message):
+    entry = copy.deepcopy(measured[2]["lsp"])
+    entry["convergence"].update(converged=False, stopped_by="cap", unit="round", steps=3, cap=3, cap_hyperparameter="max_rounds")
+    validate_entry(entry)
+    change(entry["convergence"])
+    with pytest.raises(LeaderboardError, match=message):
+        validate_entry(entry, "lsp.json")
+    del entry["convergence"]
+    with pytest.raises(LeaderboardError, match="'convergence' is a required property"):
+        validate_entry(entry, "lsp.json")

@@ -18,7 +18,9 @@ from mtlue.io import file_sha256
 from mtlue.poisons import (
     CARD_NAME,
     DELTAS_NAME,
+    Convergence,
     PoisonError,
+    SubmissionRecord,
     check_deltas,
     load_store,
     poison_mask,
@@ -264,6 +266,72 @@ def test_read_refuses_missing_card_and_edited_card(dataset, tmp_path):
     (tmp_path / "store" / CARD_NAME).write_text("{not json")
     with pytest.raises(PoisonError, match="not valid JSON"):
         read_card(tmp_path / "store")
+
+
+#: A generation that a cap of 2 rounds cut off: what an EM run's card records.
+CUT_OFF = Convergence(
+    rule="surrogate training error <= 0.01", converged=False, stopped_by="cap", unit="round", steps=2, cap=2,
+    cap_hyperparameter="max_rounds", final={"train_error": 0.25}, target={"train_error": 0.01},
+    history=({"round": 1, "train_error": 0.5, "seconds": 1.5}, {"round": 2, "train_error": 0.25, "seconds": 1.25}),
+)
+
+
+def test_cards_record_convergence_and_submissions_none(dataset, tmp_path):
+    written = write(dataset, tmp_path / "em", convergence=CUT_OFF)
+    card = read_card(tmp_path / "em")
+    assert card == written.card and card.convergence == CUT_OFF and card.format == "mtlue-poison/2"
+    assert json.loads((tmp_path / "em" / CARD_NAME).read_text())["convergence"]["stopped_by"] == "cap"
+    assert card.convergence.cut_off and "cut off by its cap max_rounds = 2 after 2 round(s)" in card.convergence.describe()
+    # A store no method generated (a submission) says so with an explicit null.
+    record = SubmissionRecord(file="mine.safetensors", sha256="0" * 64, bytes=1, layout="int8-deltas")
+    write(dataset, tmp_path / "submitted", submission=record)
+    assert json.loads((tmp_path / "submitted" / CARD_NAME).read_text())["convergence"] is None
+    assert read_card(tmp_path / "submitted").convergence is None
+    with pytest.raises(PoisonError, match="a submitted store records no convergence"):
+        write(dataset, tmp_path / "both", submission=record, convergence=CUT_OFF)
+
+
+def test_cards_of_format_1_are_still_read_without_a_record(dataset, tmp_path):
+    write(dataset, tmp_path / "old", convergence=CUT_OFF)
+    card = json.loads((tmp_path / "old" / CARD_NAME).read_text())
+    old = {key: value for key, value in card.items() if key != "convergence"}
+    (tmp_path / "old" / CARD_NAME).write_text(json.dumps({**old, "format": "mtlue-poison/1"}))
+    store = load_store(tmp_path / "old", dataset)
+    assert store.card.convergence is None and store.card.format == "mtlue-poison/1"
+    assert store.card.to_json() == {**old, "format": "mtlue-poison/1"}  # copied as it was (install-submission)
+    (tmp_path / "old" / CARD_NAME).write_text(json.dumps(old))  # format 2 without the record
+    with pytest.raises(PoisonError, match="lacks convergence"):
+        read_card(tmp_path / "old")
+    (tmp_path / "old" / CARD_NAME).write_text(json.dumps({**card, "format": "mtlue-poison/1"}))
+    with pytest.raises(PoisonError, match="unknown field\\(s\\) convergence"):
+        read_card(tmp_path / "old")
+    (tmp_path / "old" / CARD_NAME).write_text(json.dumps({**card, "format": "mtlue-poison/3"}))
+    with pytest.raises(PoisonError, match="reads 'mtlue-poison/1' and 'mtlue-poison/2'"):
+        read_card(tmp_path / "old")
+
+
+@pytest.mark.parametrize(
+    "change, message",
+    [
+        (lambda c: c.update(converged=True), "converged True but stopped_by 'cap', which means converged False"),
+        (lambda c: c.update(stopped_by="tired"), "stopped_by is 'tired', not one of stop_rule, cap"),
+        (lambda c: c.update(converged="no"), "converged must be true, false or null"),
+        (lambda c: c.update(steps=3), "steps is 3 but the history has 2"),
+        (lambda c: c["history"][1].update(round=5), "history\\[1\\] is not round 2"),
+        (lambda c: c["history"][0].update(train_error="low"), "history\\[0\\].train_error must be a finite number or null"),
+        (lambda c: c["final"].update(train_error=float("nan")), "final.train_error must be a finite number or null"),
+        (lambda c: c.update(cap=None), "cap and convergence.cap_hyperparameter are given together"),
+        (lambda c: c.pop("target"), "must have exactly the fields"),
+    ],
+)
+def test_cards_with_an_inconsistent_convergence_are_refused(dataset, tmp_path, change, message):
+    write(dataset, tmp_path / "em", convergence=CUT_OFF)
+    card = json.loads((tmp_path / "em" / CARD_NAME).read_text())
+    change(card["convergence"])
+    (tmp_path / "em" / CARD_NAME).write_text(json.dumps(card))
+    with pytest.raises(PoisonError, match=message) as error:
+        read_card(tmp_path / "em")
+    assert str(tmp_path / "em" / CARD_NAME) in str(error.value)
 
 
 def test_poison_errors_are_dataset_errors_for_the_command_line():

@@ -18,6 +18,7 @@ from mtlue.report import (
     ReportError,
     Selection,
     attack_defense_matrix,
+    build_dataset_report,
     collect_victims,
     config_sha256,
     headline_score,
@@ -221,3 +222,31 @@ def test_delta_m_is_nan_without_a_clean_reference(copied_results):
     frame = victim_frame(collect_victims(copied_results, "shapes"))
     assert frame["delta_m"].isna().all() and frame["score"].notna().all()
     assert math.isnan(summarize(frame, collect_victims(copied_results, "shapes")[0].tasks)["delta_m_mean"].iloc[0])
+
+
+def test_a_poison_cut_off_by_its_cap_is_marked_in_every_table(cut_off_results, tiny_victim_results, tmp_path):
+    out = tmp_path / "tables"
+    assert main(["report", "--results", str(cut_off_results), "--dataset", "shapes", "--out", str(out)]) == 0
+    scores = pd.read_csv(out / "scores.csv")
+    assert dict(zip(scores["method"], scores["converged"])) == {"clean": True, "lsp": False}
+    assert dict(zip(scores["method"], scores["stopped_by"])) == {"clean": "closed_form", "lsp": "cap"}
+    footnote = "- lsp: max_rounds = 3 reached after 3 round(s) (train_error 0.4); rule: surrogate training error <= 0.01"
+    for name in ("scores.md", "attack_defense.md"):
+        markdown = (out / name).read_text()
+        assert "| lsp † |" in markdown and "| clean |" in markdown and "| lsp |" not in markdown
+        assert "† Generation cut off by its cap before its stop rule held" in markdown and footnote in markdown
+    assert "| lsp † | test_resnet | ew | none |" in (out / "scores.md").read_text()  # the per-task table too
+    assert list(pd.read_csv(out / "attack_defense.csv")["method"].unique()) == ["clean", "lsp"]  # data keep plain names
+
+    # Where every generation converged (closed form here), nothing is marked.
+    plain = tmp_path / "plain"
+    assert main(["report", "--results", str(tiny_victim_results), "--dataset", "shapes", "--out", str(plain)]) == 0
+    assert "†" not in (plain / "scores.md").read_text() + (plain / "attack_defense.md").read_text()
+    assert pd.read_csv(plain / "scores.csv")["converged"].all()
+
+
+def test_a_card_regenerated_after_its_victims_is_refused_by_the_report(copied_results):
+    card_path = copied_results / "shapes" / "poisons" / "lsp" / "card.json"
+    card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "sha256": "0" * 64}))
+    with pytest.raises(ReportError, match="did not train on the poison .* rerun those victims"):
+        build_dataset_report(copied_results, "shapes")

@@ -83,6 +83,8 @@ def test_int8_deltas_become_a_store_that_loads_and_records_the_submission(tiny_s
     assert (record.file, record.layout, record.bytes) == ("mine.safetensors", "int8-deltas", path.stat().st_size)
     assert record.sha256 == file_sha256(path)
     assert "submitted as mine.safetensors" in card.describe()
+    # Not generated here: no convergence record, said explicitly in the card.
+    assert card.convergence is None and json.loads((folder / CARD_NAME).read_text())["convergence"] is None
 
 
 def test_float_deltas_are_rounded_to_steps_and_the_budget_is_checked_after_rounding(tiny_shapes, tmp_path):

@@ -12,6 +12,11 @@ has no ``none``), the clean score (the ``clean`` method's score under the same r
 protocol), delta-m at the best defense, and per defense the score, its sample standard deviation
 over the same victims (null for one victim), the mean delta-m and the number of victims.
 
+**Convergence.** How the poison's generation ended, from its card without the per-step history
+(:mod:`mtlue.poisons.convergence`): a method whose run a cap cut short (``converged`` false) is
+marked on the rendered leaderboard. Null when there is no record: victims trained on the
+unmodified split without a store, a submitted file, or a card of format mtlue-poison/1.
+
 An entry exists only when every victim of the protocol's grid was measured for the method and
 for ``clean``; incomplete methods are reported as skipped, never filled in.
 """
@@ -29,10 +34,11 @@ import numpy as np
 
 from mtlue.report.collect import CLEAN, NO_DEFENSE, ReportError, VictimRecord, method_order
 from mtlue.report.frame import victim_frame
+from mtlue.report.poisons import poison_card
 from mtlue.report.scores import headline_label, headline_name
 
 from .protocol import Protocol
-from .provenance import git_commit, poison_sha256
+from .provenance import git_commit
 from .schema import ENTRY_FORMAT, validate_entry
 
 __all__ = ["Skipped", "build_entries"]
@@ -99,6 +105,10 @@ def build_entries(
     for method, rows in complete.items():
         score, best = _best(per_defense[method], protocol)
         method_records = [r for r in scored if r.method == method and protocol.covers(r)]
+        card = poison_card(results, dataset, method, method_records)
+        convergence = None if card is None or card.convergence is None else card.convergence.to_json()
+        if convergence is not None:
+            del convergence["history"]
         entry = {
             "format": ENTRY_FORMAT,
             "method": method,
@@ -111,10 +121,11 @@ def build_entries(
             "clean_score": clean_score,
             "delta_m": per_defense[method][best]["delta_m"],
             "per_defense": per_defense[method],
+            "convergence": convergence,
             "provenance": {
                 "git_commit": commit,
                 "config_sha256": config_hash,
-                "poison_sha256": poison_sha256(results, dataset, method, method_records),
+                "poison_sha256": None if card is None else card.sha256,
                 "train_content_hash": records[0].train_content_hash,
                 "test_content_hash": records[0].test_content_hash,
                 "seeds": list(protocol.seeds),

@@ -1,15 +1,12 @@
-"""Where an entry's numbers come from: the code's commit and the poison's content hash."""
+"""Where an entry's numbers come from: the code's commit (the poison's card is read by
+:func:`mtlue.report.poison_card`, which the report shares)."""
 
 from __future__ import annotations
 
-import json
 import subprocess
-from collections.abc import Sequence
 from pathlib import Path
 
-from mtlue.report.collect import CLEAN, ReportError, VictimRecord
-
-__all__ = ["git_commit", "poison_sha256"]
+__all__ = ["git_commit"]
 
 
 def git_commit(directory: str | Path | None = None) -> str:
@@ -27,36 +24,3 @@ def git_commit(directory: str | Path | None = None) -> str:
         return "unknown"
     commit = completed.stdout.strip()
     return commit if completed.returncode == 0 and len(commit) == 40 and all(c in "0123456789abcdef" for c in commit) else "unknown"
-
-
-def poison_sha256(results: str | Path, dataset: str, method: str, records: Sequence[VictimRecord]) -> str | None:
-    """The deltas' sha256 from the method's card, checked against the images every victim trained on.
-
-    None when the victims trained on the unmodified split without a store (``train_images`` =
-    ``clean``); a victim trained on another version of the poison than the card describes is
-    an error, since the entry would attribute its score to the wrong perturbations.
-    """
-    from mtlue.poisons.card import CARD_NAME, PoisonCard
-    from mtlue.poisons.errors import PoisonError
-
-    trained_on = sorted({record.train_images for record in records})
-    card_path = Path(results) / dataset / "poisons" / method / CARD_NAME
-    if trained_on == [CLEAN] and not card_path.exists():
-        return None
-    try:
-        card = PoisonCard.from_json(json.loads(card_path.read_text(encoding="utf-8")), card_path)
-    except FileNotFoundError:
-        raise ReportError(
-            f"victims of {dataset}/{method} trained on {trained_on[0]!r} but there is no poison card at {card_path}; "
-            f"the entry needs the card's hash: restore the store or rerun `mtlue poison`"
-        ) from None
-    except (OSError, json.JSONDecodeError, PoisonError) as error:
-        raise ReportError(f"poison card {card_path} cannot be read: {error}") from None
-    expected = f"{card.method}:{card.sha256}"
-    stale = [str(record.path) for record in records if record.train_images != expected]
-    if card.method != method or stale:
-        raise ReportError(
-            f"{len(stale)} victim(s) of {dataset}/{method} did not train on the poison {card_path} describes ({expected[:24]}...), "
-            f"e.g. {stale[0] if stale else card_path}; the store was regenerated after they ran: rerun those victims"
-        )
-    return card.sha256

@@ -3,8 +3,10 @@
 One board per (dataset, protocol): the clean reference row, then the ranked methods
 (:mod:`mtlue.leaderboard.ranking`), the per-defense scores, the methods skipped for missing
 victims, and two plots (score per method with the clean score as a line, and the method x
-defense heat map). The HTML page escapes every text it shows and embeds the plots as data
-URIs, so it can be opened or mailed as one file.
+defense heat map). A method whose poison's generation a cap cut off before its stop rule held
+(entry ``convergence.converged`` false) is marked † and a note under the table names the cap.
+The HTML page escapes every text it shows and embeds the plots as data URIs, so it can be
+opened or mailed as one file.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from mtlue.report.collect import CLEAN, defense_order
+from mtlue.report.poisons import CUT_OFF_MARK
 from mtlue.report.tables import format_number, markdown_table
 
 from .entries import Skipped
@@ -85,8 +88,31 @@ def _header(board: Board) -> list[str]:
     return header
 
 
+def _cut_off(entry: Mapping[str, Any]) -> bool:
+    convergence = entry["convergence"]
+    return convergence is not None and convergence["converged"] is False
+
+
+def _cut_off_note(board: Board) -> str:
+    """The note under a board's table explaining its † marks; empty when nothing is marked."""
+    marked = [entry for _, entry in board.rows() if _cut_off(entry)]
+    if not marked:
+        return ""
+    details = "; ".join(
+        f"{entry['method']}: {entry['convergence']['cap_hyperparameter']} = {entry['convergence']['cap']} reached after "
+        f"{entry['convergence']['steps']} {entry['convergence']['unit']}(s), rule {entry['convergence']['rule']}"
+        for entry in marked
+    )
+    return (
+        f"{CUT_OFF_MARK} Poison generation cut off by its cap before its stop rule held, so the score may understate "
+        f"the method; raise the cap and generate it again. {details}"
+    )
+
+
 def _cells(board: Board, rank: str, entry: Mapping[str, Any]) -> list[str]:
     method = f"{entry['method']} (reference)" if entry["method"] == CLEAN else entry["method"]
+    if _cut_off(entry):
+        method = f"{method} {CUT_OFF_MARK}"
     cells = [
         rank, method, format_number(entry["score"]), entry["best_defense"], format_number(entry["undefended_score"]),
         format_number(entry["clean_score"]), format_number(entry["delta_m"]),
@@ -126,6 +152,8 @@ def render_markdown(boards: Sequence[Board]) -> str:
         if board.rows():
             lines += [f"{_protocol_text(board)}. Score: {board.label}.", ""]
             lines.append(markdown_table(_header(board), [_cells(board, rank, entry) for rank, entry in board.rows()]))
+            if _cut_off_note(board):
+                lines += [_cut_off_note(board), ""]
             if reported_applies(board.dataset, board.protocol):
                 lines += [f"Reported column: {SOURCE}.", ""]
             lines += [f"Provenance: {_provenance_text(board)}.", ""]
@@ -162,6 +190,8 @@ def render_html(boards: Sequence[Board], images: Mapping[str, bytes]) -> str:
                 css = ' class="reference"' if entry["method"] == CLEAN else ""
                 parts.append(f"<tr{css}>" + "".join(f"<td>{e(cell)}</td>" for cell in _cells(board, rank, entry)) + "</tr>")
             parts.append("</tbody></table>")
+            if _cut_off_note(board):
+                parts.append(f'<p class="note">{e(_cut_off_note(board))}</p>')
             if reported_applies(board.dataset, board.protocol):
                 parts.append(f'<p class="note">Reported column: {e(SOURCE)}.</p>')
             parts.append(f'<p class="note">Provenance: {e(_provenance_text(board))}.</p>')

@@ -19,7 +19,9 @@ from mtlue.report.collect import CLEAN, NO_DEFENSE, ReportError
 
 __all__ = ["ENTRY_FORMAT", "LeaderboardError", "entry_schema", "validate_entry"]
 
-ENTRY_FORMAT = "mtlue-leaderboard-entry/1"
+#: /2 added ``convergence`` (required). Entries are rebuilt from the results by every
+#: ``mtlue leaderboard`` run, so earlier entries are replaced rather than read.
+ENTRY_FORMAT = "mtlue-leaderboard-entry/2"
 SCHEMA_NAME = "leaderboard-entry.schema.json"
 #: Tolerance of the consistency checks: entries store full-precision means.
 _TOLERANCE = 1e-9

@@ -12,7 +12,7 @@ import dataclasses
 import hashlib
 import typing
 from abc import ABC, abstractmethod
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -28,6 +28,8 @@ from mtlue.poisons import (
     check_deltas,
     check_epsilon,
 )
+
+from .progress import GenerationMonitor
 
 __all__ = [
     "MethodError",
@@ -64,7 +66,9 @@ class GenerationContext:
 
     ``epsilon`` is the L-inf budget in 1/255 steps; ``device`` a torch device string for
     methods that train; ``surrogate`` / ``surrogate_checkpoints`` the model files of the
-    ``surrogate`` stage, given to the methods that declare they need them.
+    ``surrogate`` stage, given to the methods that declare they need them. ``monitor`` receives
+    the method's progress and keeps how its run ended (:mod:`mtlue.methods.progress`; default:
+    log lines only, ``mtlue poison`` adds its MLflow run).
     """
 
     seed: int = 0
@@ -72,6 +76,7 @@ class GenerationContext:
     device: str = "cpu"
     surrogate: Path | None = None
     surrogate_checkpoints: tuple[Path, ...] = ()
+    monitor: GenerationMonitor = field(default_factory=GenerationMonitor, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
@@ -85,6 +90,8 @@ class GenerationContext:
         if self.surrogate is not None:
             object.__setattr__(self, "surrogate", Path(self.surrogate))
         object.__setattr__(self, "surrogate_checkpoints", tuple(Path(path) for path in self.surrogate_checkpoints))
+        if not isinstance(self.monitor, GenerationMonitor):
+            raise MethodError(f"monitor must be a mtlue.methods.progress.GenerationMonitor, got {type(self.monitor).__name__}")
 
     def rng(self, *keys: str | int) -> np.random.Generator:
         """A random stream for (seed, *keys), e.g. ``rng("lsp", "smiling")``.
@@ -145,6 +152,10 @@ class UEMethod(ABC):
     requires: ClassVar[Requirement] = Requirement.NOTHING
     #: Frozen dataclass of the hyperparameters, each with its paper's default.
     Hyperparameters: ClassVar[type] = NoHyperparameters
+    #: True for methods that compute their deltas in one go (clean, LSP, AR): their card records
+    #: ``closed_form``. A method that iterates reports its steps to ``context.monitor`` instead;
+    #: one that does neither is recorded as ``unreported`` (see mtlue.methods.progress).
+    closed_form: ClassVar[bool] = False
 
     def __init__(self, **hyperparameters: Any) -> None:
         self.hyperparameters = _build_hyperparameters(type(self), hyperparameters)
@@ -157,8 +168,12 @@ class UEMethod(ABC):
         return dataclasses.asdict(self.hyperparameters)
 
     def generate(self, dataset: PreparedDataset, context: GenerationContext) -> np.ndarray:
-        """int8 deltas (N, C, H, W) in 1/255 steps for the training split, checked against the budget."""
+        """int8 deltas (N, C, H, W) in 1/255 steps for the training split, checked against the budget.
+
+        How the run ended is then ``context.monitor.convergence`` (what ``make_poison`` puts in the card).
+        """
         context.check_provides(self.requires, self.name)
+        context.monitor.reset(self.name)
         deltas = self.generate_deltas(dataset, context)
         samples = len(dataset.split(POISONED_SPLIT))
         try:
@@ -170,6 +185,7 @@ class UEMethod(ABC):
             )
         except PoisonError as error:
             raise MethodError(f"{error} (a bug in the method, not in the data)") from None
+        context.monitor.result(closed_form=self.closed_form)
         return deltas
 
     @abstractmethod

@@ -48,6 +48,7 @@ class ClasswiseMethod(UEMethod):
 
     requires = Requirement.NOTHING
     Hyperparameters = ClasswiseHyperparameters
+    closed_form = True
     #: Where the grid adaptation draws a task's patterns: at the image's size, then subsampled
     #: into the task's cell (False, the release's classwise_patch_K), or at the cell's own size
     #: (True), for patterns whose shortcut is a pixel-scale structure that subsampling destroys.

@@ -24,6 +24,7 @@ class CleanMethod(UEMethod):
 
     description = "no perturbation: the clean baseline, run through the same path as every method"
     requires = Requirement.NOTHING
+    closed_form = True
 
     def generate_deltas(self, dataset: PreparedDataset, context: GenerationContext) -> np.ndarray:
         samples = len(dataset.split(POISONED_SPLIT))

@@ -119,9 +119,11 @@ def run_poison(args: argparse.Namespace) -> None:
         tasks = classification_tasks(dataset, method.name)
         print(f"class-wise over {len(tasks)} classification task(s): {', '.join(t.name for t in tasks)}", file=sys.stderr)
     with track_poison(tracking_settings(args), args, dataset, method, context) as tracker:
+        if tracker is not None:
+            context.monitor.add_listener(tracker.progress_listener())
         store = make_poison(dataset, method, context, args.out, ratio=args.ratio)
-        # Methods that train (the MTL-UE generator) keep one record per epoch: loss terms, the stop
-        # rule's errors, seconds. The log of the workflow's poison job is where they can be read.
+        # The generation's progress was logged live (stderr) and is in the card's `convergence`;
+        # the MTL-UE generator's epoch records are also printed here, as before.
         for record in getattr(method, "history", None) or ():
             print(f"training epoch {json.dumps(record, sort_keys=True)}")
         print(store.card.describe())
@@ -130,4 +132,4 @@ def run_poison(args: argparse.Namespace) -> None:
         if preview is not None:
             print(f"preview written to {preview}")
         if tracker is not None:
-            log_poison_result(tracker, method, store, preview)
+            log_poison_result(tracker, store, preview)

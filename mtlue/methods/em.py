@@ -104,7 +104,8 @@ class EMRun:
     """The outcome of :func:`error_minimizing_noise`: int8 deltas and how the alternation ended."""
 
     deltas: np.ndarray
-    #: One record per round: ``{"round", "train_error", "seconds"}`` (train_error None if no task has an error rate).
+    #: One record per round: ``{"round", "train_error", "base_loss", "seconds"}`` (train_error None if no
+    #: task has an error rate; base_loss: the EM objective on the published images after the round, centre crop).
     rounds: list[dict[str, Any]] = field(default_factory=list)
     stopped_by: Literal["stop_error", "max_rounds"] = "max_rounds"
 
@@ -191,7 +192,7 @@ def error_minimizing_noise(
     from victims.train import seed_everything, train_step
     from victims.weighting import create_weighting
 
-    from .pgd import generation_device, pgd_minimize, quantize_delta, random_start, split_source, torch_generator
+    from .pgd import generation_device, objective_value, pgd_minimize, quantize_delta, random_start, split_source, torch_generator
 
     h = hyperparameters
     device = generation_device(context)
@@ -221,6 +222,10 @@ def error_minimizing_noise(
         deltas[indices.numpy()] = random_start(images, epsilon, start_generator).cpu().numpy()
 
     run = EMRun(deltas=np.empty(0, dtype=np.int8))
+    context.monitor.begin(
+        rule=f"surrogate training error <= {h.stop_error} (mean over the tasks with an error rate, on the published images)",
+        unit="round", cap=h.max_rounds, cap_hyperparameter="max_rounds", target={"train_error": h.stop_error},
+    )
     batches = _endless_batches(samples, h.batch_size, data_generator)
     for round_number in range(1, h.max_rounds + 1):
         started = time.perf_counter()
@@ -239,6 +244,7 @@ def error_minimizing_noise(
                 clip_norm=recipe.clip_norm, epoch=round_number, step=step,
             )
         model.eval()
+        objective_sum = 0.0
         for indices in sequential_batches(samples, h.batch_size):
             images, targets = source.batch(indices)
             start = torch.from_numpy(deltas[indices.numpy()]).to(device, torch.float32)
@@ -247,15 +253,21 @@ def error_minimizing_noise(
                 steps=h.steps, crop_size=dataset.crop_size, start=start, generator=crop_generator,
             )
             deltas[indices.numpy()] = delta.cpu().numpy()
+            # Reported only: the objective on the published batch, centre crop (draws no random numbers).
+            objective_sum += len(indices) * objective_value(
+                [model], images, quantize_delta(delta, images, epsilon), targets, tasks, objective="em", crop_size=dataset.crop_size,
+            )
         error = training_error(
             model, source, deltas, tasks, epsilon=epsilon, crop_size=dataset.crop_size,
             batch_size=h.batch_size, generator=check_generator,
         )
-        run.rounds.append({"round": round_number, "train_error": error, "seconds": time.perf_counter() - started})
-        logger.info("em round %d: surrogate training error %s", round_number, "n/a" if error is None else f"{error:.4f}")
+        record = {"train_error": error, "base_loss": objective_sum / samples, "seconds": time.perf_counter() - started}
+        run.rounds.append({"round": round_number, **record})
+        context.monitor.step(round_number, record)
         if error is not None and error <= h.stop_error:
             run.stopped_by = "stop_error"
             break
+    context.monitor.end("stop_rule" if run.stopped_by == "stop_error" else "cap")
 
     levels = np.empty((samples, *dataset.image_shape), dtype=np.int8)
     for indices in sequential_batches(samples, h.batch_size):
@@ -275,10 +287,4 @@ class EMMethod(UEMethod):
     Hyperparameters = EMHyperparameters
 
     def generate_deltas(self, dataset: PreparedDataset, context: GenerationContext) -> np.ndarray:
-        run = error_minimizing_noise(dataset, context, self.hyperparameters)
-        last = run.rounds[-1]
-        logger.info(
-            "em stopped by %s after %d round(s), training error %s",
-            run.stopped_by, len(run.rounds), last["train_error"],
-        )
-        return run.deltas
+        return error_minimizing_noise(dataset, context, self.hyperparameters).deltas

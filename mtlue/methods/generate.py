@@ -30,7 +30,8 @@ def make_poison(
     """Generate ``method``'s deltas, keep them on a ``ratio`` share of the samples, store them.
 
     The poisoned samples are chosen by ``poison_mask(samples, ratio, context.seed)``, on a random
-    stream of their own, so the selection is the same for every method at a given seed.
+    stream of their own, so the selection is the same for every method at a given seed. The card
+    records how the generation ended (``context.monitor``).
     """
     # Check the ratio before a possibly long generation, not after it.
     poisoned_count(len(dataset.split(POISONED_SPLIT)), ratio)
@@ -48,4 +49,5 @@ def make_poison(
         ratio=ratio,
         poisoned_indices=None if mask.all() else np.flatnonzero(mask),
         surrogates=context.surrogate_files(method.requires),
+        convergence=context.monitor.convergence,
     )

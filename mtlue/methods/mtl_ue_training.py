@@ -62,6 +62,7 @@ from victims.train import train_step
 
 from .mtl_ue_generator import MTLUEGenerator, inter_task_similarity, intra_task_similarity
 from .objectives import shifted_targets, ue_loss
+from .progress import GenerationMonitor
 
 __all__ = [
     "AlongsideSurrogate",
@@ -143,6 +144,31 @@ class StopRule:
             if values and sum(values) / len(values) > threshold:
                 return False
         return True
+
+    def _groups(self, tasks: Sequence[Task]) -> dict[str, tuple[TaskKind, float]]:
+        """The rule's statistics present in ``tasks``, by the name they are reported under."""
+        groups = {"binary_error": (TaskKind.BINARY, self.binary), "multiclass_error": (TaskKind.MULTICLASS, self.multiclass)}
+        return {name: group for name, group in groups.items() if any(task.kind is group[0] for task in tasks)}
+
+    def statistics(self, tasks: Sequence[Task], errors: Mapping[str, float]) -> dict[str, float]:
+        """What :meth:`reached` compares, for reports: the mean error of each task group present."""
+        means: dict[str, float] = {}
+        for name, (kind, _) in self._groups(tasks).items():
+            values = [errors[task.name] for task in tasks if task.kind is kind]
+            means[name] = sum(values) / len(values)
+        return means
+
+    def targets(self, tasks: Sequence[Task]) -> dict[str, float]:
+        """The threshold of each statistic of :meth:`statistics`."""
+        return {name: threshold for name, (_, threshold) in self._groups(tasks).items()}
+
+    def describe(self, tasks: Sequence[Task]) -> str:
+        """The rule in words, for logs and the card."""
+        goal = "the shifted labels" if self.targeted else "the true labels"
+        parts = [f"{name} <= {threshold}" for name, threshold in self.targets(tasks).items()]
+        if not parts:
+            return "none measurable: no protected classification task, so only the epoch cap ends the run"
+        return f"{' and '.join(parts)} (the surrogate's mean error over the protected tasks of each kind, to {goal}, on the published images)"
 
 
 def _view(
@@ -343,9 +369,20 @@ def run_generator_training(
     alongside: AlongsideSurrogate | None = None,
     name: str = "mtl-ue",
     progress: bool | None = None,
+    monitor: GenerationMonitor | None = None,
 ) -> list[EpochRecord]:
-    """Generator epochs until ``stop_rule`` holds for ``stop_model`` or ``max_epochs`` have run."""
+    """Generator epochs until ``stop_rule`` holds for ``stop_model`` or ``max_epochs`` have run.
+
+    Each epoch is reported to ``monitor`` (default: a log-only one) with the rule's statistics,
+    and the run ends ``stop_rule`` or ``cap``.
+    """
     history: list[EpochRecord] = []
+    monitor = monitor if monitor is not None else GenerationMonitor()
+    monitor.begin(
+        rule=stop_rule.describe(trainer.loss_tasks), unit="epoch", cap=max_epochs, cap_hyperparameter="max_epochs",
+        target=stop_rule.targets(trainer.loss_tasks),
+    )
+    reached = False
     show = sys.stderr.isatty() if progress is None else progress
     bar = tqdm(total=max_epochs, desc=name, unit="epoch", disable=not show, leave=False)
     try:
@@ -368,10 +405,17 @@ def run_generator_training(
             bar.update()
             mean_error = sum(errors.values()) / len(errors) if errors else math.nan
             bar.set_postfix(loss=f"{record.loss:.4f}", error=f"{mean_error:.4f}")
+            monitor.step(epoch, {
+                "loss": record.loss, "base_loss": record.base_loss, "intra_task": record.intra_task,
+                "inter_task": record.inter_task, **stop_rule.statistics(trainer.loss_tasks, errors),
+                "lr": record.lr, "seconds": record.seconds, "errors": record.errors,
+            })
             if stop_rule.reached(trainer.loss_tasks, errors):
+                reached = True
                 break
     finally:
         bar.close()
+    monitor.end("stop_rule" if reached else "cap")
     return history
 
 
@@ -424,7 +468,7 @@ def generate_mtl_ue(method: Any, dataset: PreparedDataset, context: Any) -> np.n
     stop_rule = StopRule(hp.stop_error_binary, hp.stop_error_multiclass, targeted=method.targeted_stop)
     history = run_generator_training(
         trainer, source, max_epochs=hp.max_epochs, batch_size=hp.batch_size, epsilon=context.epsilon,
-        stop_rule=stop_rule, stop_model=surrogates[-1], alongside=alongside, name=name,
+        stop_rule=stop_rule, stop_model=surrogates[-1], alongside=alongside, name=name, monitor=context.monitor,
     )
     method.history = [record.as_dict() for record in history]
     return export_deltas(generator, source, context.epsilon, hp.batch_size)

@@ -34,6 +34,7 @@ result is the same on every device given the generators' seeds.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
@@ -42,13 +43,13 @@ import torch
 from torch import nn
 
 from mtlue.data.store import PreparedDataset
-from mtlue.data.tasks import Task
+from mtlue.data.tasks import IGNORE_INDEX, Task, TaskKind
 from mtlue.poisons import POISONED_SPLIT
 from victims.augment import CenterCrop, RandomCropFlip
 from victims.batches import BatchSource, SplitArrays, sequential_batches
 
 from .base import GenerationContext, MethodError
-from .objectives import OBJECTIVES, ue_loss
+from .objectives import OBJECTIVES, shifted_targets, ue_loss
 
 if TYPE_CHECKING:
     from .tap import PGDHyperparameters
@@ -59,6 +60,7 @@ DATA_BUDGET_BYTES = 2048 * 2**20
 __all__ = [
     "generation_device",
     "perturb_split",
+    "published_statistics",
     "split_source",
     "augmented_view",
     "objective_value",
@@ -193,6 +195,49 @@ def objective_value(
     return float(np.mean(values))
 
 
+@torch.no_grad()
+def published_statistics(
+    models: Sequence[nn.Module],
+    images: torch.Tensor,
+    levels: torch.Tensor,
+    targets: Mapping[str, torch.Tensor],
+    tasks: Sequence[Task],
+    *,
+    objective: str,
+    crop_size: int,
+) -> tuple[float, dict[str, tuple[int, int]]]:
+    """How far a batch's published images got: the objective (mean over ``models``) and, per task
+    with an error rate, (wrong, counted) predictions of the LAST model against the objective's
+    goal (``"tap"``: the shifted labels, i.e. the targeted error; ``"em"``: the true ones).
+
+    ``levels`` are the quantised int deltas; the models see the centre crop, so no random number
+    is drawn and the generation's streams are untouched. Segmentation counts valid pixels.
+    """
+    view, view_targets = augmented_view((images.float() + levels.float()) / 255.0, targets, tasks, crop_size, None)
+    values = []
+    for model in models:
+        outputs = model(view)
+        values.append(float(ue_loss(objective, outputs, view_targets, tasks)))
+    goal = shifted_targets(tasks, view_targets) if objective == "tap" else view_targets
+    counts: dict[str, tuple[int, int]] = {}
+    for task in tasks:
+        if task.kind not in (TaskKind.BINARY, TaskKind.MULTICLASS, TaskKind.SEGMENTATION):
+            continue
+        output, wanted = outputs[task.name], goal[task.name].long()
+        if task.kind is TaskKind.BINARY:
+            predicted, valid = (output > 0).long(), torch.ones_like(wanted, dtype=torch.bool)
+        else:
+            predicted, valid = output.argmax(dim=1), wanted != IGNORE_INDEX
+        counts[task.name] = (int(((predicted != wanted) & valid).sum()), int(valid.sum()))
+    return float(np.mean(values)), counts
+
+
+def _mean_error(counts: Mapping[str, tuple[int, int]]) -> float | None:
+    """Mean over tasks of wrong / counted; None when no task has an error rate."""
+    rates = [wrong / counted for wrong, counted in counts.values() if counted]
+    return float(np.mean(rates)) if rates else None
+
+
 def generation_device(context: GenerationContext) -> torch.device:
     """``context.device`` as a torch device, refused with the fix if it is not available here."""
     from victims.device import DeviceError, resolve_device
@@ -224,13 +269,31 @@ def perturb_split(
     ``context.rng(stream, "start")`` and ``context.rng(stream, "crops")``. ``stream`` names the
     objective rather than the method, so that methods sharing an objective (TAP, and SEP with a
     single checkpoint) make identical perturbations at the same seed.
+
+    Progress goes to ``context.monitor``, one record per batch: the objective and the last
+    model's error toward the objective's goal (``"tap"``: the targeted error) on the published
+    batch (:func:`published_statistics`). The papers set a number of steps and no stop rule, so
+    the run ends by ``fixed_steps`` and the card's final values say how far the attack got.
     """
     device = next(iter(models[0].parameters())).device
     source = split_source(dataset, device)
     start_generator = torch_generator(context.rng(stream, "start"))
     crop_generator = torch_generator(context.rng(stream, "crops")) if hyperparameters.augment else None
     deltas = np.empty((len(source), *dataset.image_shape), dtype=np.int8)
-    for indices in sequential_batches(len(source), hyperparameters.batch_size):
+    error_name = "targeted_error" if objective == "tap" else "error"
+    judge = f"the last of the {len(models)} surrogates" if len(models) > 1 else "the surrogate"
+    labels = "the shifted labels" if objective == "tap" else "the true labels"
+    context.monitor.begin(
+        rule=(
+            f"no stop rule (the papers fix the steps): {hyperparameters.steps} PGD steps of {hyperparameters.step_size}/255 "
+            f"per sample; {error_name}: the mean task error of {judge} toward {labels} on the published images (centre crop)"
+        ),
+        unit="batch", planned=-(-len(source) // hyperparameters.batch_size),
+    )
+    objective_sum = 0.0
+    totals: dict[str, tuple[int, int]] = {}
+    for batch, indices in enumerate(sequential_batches(len(source), hyperparameters.batch_size), start=1):
+        started = time.perf_counter()
         images, targets = source.batch(indices)
         delta = pgd_minimize(
             models, images, targets, dataset.tasks,
@@ -238,5 +301,16 @@ def perturb_split(
             steps=hyperparameters.steps, crop_size=dataset.crop_size,
             start=random_start(images, context.epsilon, start_generator), generator=crop_generator,
         )
-        deltas[indices.numpy()] = quantize_delta(delta, images, context.epsilon).cpu().numpy()
+        levels = quantize_delta(delta, images, context.epsilon)
+        deltas[indices.numpy()] = levels.cpu().numpy()
+        value, counts = published_statistics(models, images, levels, targets, dataset.tasks, objective=objective, crop_size=dataset.crop_size)
+        objective_sum += value * len(indices)
+        for name, (wrong, counted) in counts.items():
+            total_wrong, total_counted = totals.get(name, (0, 0))
+            totals[name] = (total_wrong + wrong, total_counted + counted)
+        context.monitor.step(batch, {
+            "samples": len(indices), "objective": value, error_name: _mean_error(counts), "seconds": time.perf_counter() - started,
+        })
+    mean_objective = objective_sum / len(source) if len(source) else None
+    context.monitor.end("fixed_steps", final={"objective": mean_objective, error_name: _mean_error(totals)})
     return deltas

@@ -1,7 +1,8 @@
 """Perturbation stores: int8 deltas in steps of 1/255 with a JSON card, and the budget arithmetic.
 
-See ``store`` for the on-disk form, ``budget`` for why the deltas are integers, and
-``submissions`` for perturbation files handed in to the leaderboard.
+See ``store`` for the on-disk form, ``budget`` for why the deltas are integers, ``convergence``
+for the card's record of how the generation ended, and ``submissions`` for perturbation files
+handed in to the leaderboard.
 """
 
 from .budget import (
@@ -17,13 +18,16 @@ from .budget import (
 )
 from .card import (
     CARD_NAME,
+    DELTAS_FORMAT,
     DELTAS_NAME,
     FORMAT,
+    READABLE_FORMATS,
     SUBMISSION_LAYOUTS,
     PoisonCard,
     SubmissionRecord,
     SurrogateRecord,
 )
+from .convergence import STOPPED_BY, Convergence
 from .errors import PoisonError
 from .partial import poison_mask, poisoned_count
 from .store import (
@@ -47,12 +51,16 @@ from .submissions import (
 __all__ = [
     "CARD_NAME",
     "DEFAULT_EPSILON",
+    "DELTAS_FORMAT",
     "DELTAS_NAME",
     "FORMAT",
     "NORM",
     "POISONED_SPLIT",
+    "READABLE_FORMATS",
+    "STOPPED_BY",
     "SUBMISSIONS_ROOT",
     "SUBMISSION_LAYOUTS",
+    "Convergence",
     "PoisonCard",
     "PoisonError",
     "PoisonStore",

@@ -4,6 +4,11 @@ The card is plain JSON so that tables, the leaderboard and MLflow can read it wi
 perturbations. It records the train split's content hash because the official release coupled its
 perturbation files to the dataset's file order with no hash, and silently misaligned poisons when
 that order changed (reference, section 8.17).
+
+Format ``mtlue-poison/2`` added the ``convergence`` record (:mod:`mtlue.poisons.convergence`):
+required, an object for every store a method generated and ``null`` for a submission, which
+was not generated here. Cards of format ``mtlue-poison/1`` predate it and are still read, with
+no record (``convergence`` None), so existing stores stay usable; only /2 cards are written.
 """
 
 from __future__ import annotations
@@ -15,11 +20,29 @@ from pathlib import Path
 from typing import Any
 
 from .budget import NORM, check_epsilon
+from .convergence import Convergence
 from .errors import PoisonError
 
-__all__ = ["FORMAT", "CARD_NAME", "DELTAS_NAME", "SUBMISSION_LAYOUTS", "SurrogateRecord", "SubmissionRecord", "PoisonCard"]
+__all__ = [
+    "FORMAT",
+    "READABLE_FORMATS",
+    "DELTAS_FORMAT",
+    "CARD_NAME",
+    "DELTAS_NAME",
+    "SUBMISSION_LAYOUTS",
+    "SurrogateRecord",
+    "SubmissionRecord",
+    "PoisonCard",
+]
 
-FORMAT = "mtlue-poison/1"
+#: The card format written.
+FORMAT = "mtlue-poison/2"
+#: The card's previous format, without ``convergence``; still read (module docstring).
+_FORMAT_WITHOUT_CONVERGENCE = "mtlue-poison/1"
+READABLE_FORMATS = (_FORMAT_WITHOUT_CONVERGENCE, FORMAT)
+#: The format named in the deltas file's safetensors header. The file did not change when the
+#: card gained ``convergence``; keeping its header keeps identical deltas byte-identical (same sha256).
+DELTAS_FORMAT = "mtlue-poison/1"
 CARD_NAME = "card.json"
 DELTAS_NAME = "deltas.safetensors"
 #: The forms a submitted perturbation file may take (see mtlue.poisons.submissions).
@@ -75,6 +98,9 @@ class PoisonCard:
     surrogates: tuple[SurrogateRecord, ...] = ()
     #: Set when the deltas come from a submitted file instead of a registered method.
     submission: SubmissionRecord | None = None
+    #: How the method's generation ended; None for a submission (not generated here) and for a
+    #: card of format mtlue-poison/1 (made before the record existed).
+    convergence: Convergence | None = None
     norm: str = NORM
     file: str = DELTAS_NAME
     format: str = FORMAT
@@ -89,6 +115,11 @@ class PoisonCard:
             del data["submission"]
         else:
             data["submission"] = asdict(self.submission)
+        if self.format == _FORMAT_WITHOUT_CONVERGENCE:
+            # A card read from an older store keeps its format and fields when copied (install-submission).
+            del data["convergence"]
+        else:
+            data["convergence"] = None if self.convergence is None else self.convergence.to_json()
         return data
 
     @classmethod
@@ -97,11 +128,14 @@ class PoisonCard:
         regenerate = "the store is damaged or from another program: delete it and run `mtlue poison` again"
         if not isinstance(data, Mapping):
             raise PoisonError(f"{source} is not a JSON object; {regenerate}")
-        if data.get("format") != FORMAT:
+        version = data.get("format")
+        if version not in READABLE_FORMATS:
             raise PoisonError(
-                f"{source} has format {data.get('format')!r}, this version reads {FORMAT!r}; {regenerate}"
+                f"{source} has format {version!r}, this version reads {' and '.join(map(repr, READABLE_FORMATS))}; {regenerate}"
             )
         names = {item.name for item in fields(cls)}
+        if version == _FORMAT_WITHOUT_CONVERGENCE:
+            names.remove("convergence")
         missing = sorted(names - set(data) - {"surrogates", "submission"})
         if missing:
             raise PoisonError(f"{source} lacks {', '.join(missing)}; {regenerate}")
@@ -130,8 +164,10 @@ class PoisonCard:
                 mtlue_version=_typed(data, "mtlue_version", str),
                 surrogates=tuple(_surrogate(item) for item in data.get("surrogates", [])),
                 submission=_submission(data.get("submission")),
+                convergence=None if data.get("convergence") is None else Convergence.from_json(data["convergence"]),
                 norm=_typed(data, "norm", str),
                 file=_typed(data, "file", str),
+                format=version,
             )
         except PoisonError as error:
             raise PoisonError(f"{source}: {error}; {regenerate}") from None
@@ -141,6 +177,8 @@ class PoisonCard:
             raise PoisonError(f"{source}: image_shape {list(card.image_shape)} is not [channels, height, width]")
         if card.file != DELTAS_NAME:
             raise PoisonError(f"{source} points at {card.file!r}; a store's deltas are always {DELTAS_NAME!r}")
+        if card.submission is not None and card.convergence is not None:
+            raise PoisonError(f"{source} is a submission with a convergence record; a submission was not generated here")
         return card
 
     def describe(self) -> str:

@@ -33,7 +33,8 @@ from mtlue.data.store import PreparedDataset, SplitData
 from mtlue.io import atomic_directory, atomic_write_json, file_sha256
 
 from .budget import NORM, check_deltas, check_epsilon, publish
-from .card import CARD_NAME, DELTAS_NAME, FORMAT, PoisonCard, SubmissionRecord, SurrogateRecord
+from .card import CARD_NAME, DELTAS_FORMAT, DELTAS_NAME, PoisonCard, SubmissionRecord, SurrogateRecord
+from .convergence import Convergence
 from .errors import PoisonError
 from .partial import poisoned_count
 
@@ -92,15 +93,19 @@ def write_store(
     poisoned_indices: Sequence[int] | np.ndarray | None = None,
     surrogates: Sequence[str | os.PathLike[str]] = (),
     submission: SubmissionRecord | None = None,
+    convergence: Convergence | None = None,
 ) -> PoisonStore:
     """Check ``deltas`` against the budget and the training split, then write the store atomically.
 
     ``poisoned_indices`` lists the perturbed samples when ``ratio`` < 1; every other sample's
     delta must be zero. ``surrogates`` are the model files the method read, recorded by sha256;
-    ``submission`` the file a leaderboard submission was made from (``mtlue submit``).
+    ``submission`` the file a leaderboard submission was made from (``mtlue submit``);
+    ``convergence`` how the method's generation ended (None: not generated here).
     """
     out_dir = Path(out_dir)
     epsilon = check_epsilon(epsilon)
+    if submission is not None and convergence is not None:
+        raise PoisonError("a submitted store records no convergence: it was not generated here; pass convergence=None")
     train = dataset.split(POISONED_SPLIT)
     expected_shape = (len(train), *dataset.image_shape)
     check_deltas(deltas, epsilon=epsilon, shape=expected_shape, what=f"the deltas for {dataset.name!r}")
@@ -116,7 +121,7 @@ def write_store(
         deltas_path = building / DELTAS_NAME
         # One metadata key only: safetensors stores metadata in a hash map whose order changes
         # from process to process, so several keys would make identical stores differ in bytes.
-        header = json.dumps({"format": FORMAT, "norm": NORM, "epsilon": epsilon, "units": "1/255"}, sort_keys=True)
+        header = json.dumps({"format": DELTAS_FORMAT, "norm": NORM, "epsilon": epsilon, "units": "1/255"}, sort_keys=True)
         save_file({TENSOR_NAME: deltas}, str(deltas_path), metadata={"mtlue": header})
         card = PoisonCard(
             method=method,
@@ -137,6 +142,7 @@ def write_store(
             mtlue_version=__version__,
             surrogates=records,
             submission=submission,
+            convergence=convergence,
         )
         atomic_write_json(building / CARD_NAME, card.to_json())
     return PoisonStore(out_dir, card, deltas)

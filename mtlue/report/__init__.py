@@ -3,6 +3,7 @@
 - :mod:`mtlue.report.collect` - reading and checking the victims of a results folder
 - :mod:`mtlue.report.scores` - the headline score and delta-m against the clean reference
 - :mod:`mtlue.report.frame` - all victims of a dataset as one DataFrame
+- :mod:`mtlue.report.poisons` - the poison cards behind the victims: hash, convergence, the † mark
 - :mod:`mtlue.report.tables` - mean ± std over seeds, the attack x defense matrix, Markdown
 - :mod:`mtlue.report.plots` - bar charts, heat maps, training curves
 - :mod:`mtlue.report.selection` - which victims count, from the resolved workflow config
@@ -15,12 +16,14 @@ Importing the package needs neither torch nor pandas nor matplotlib; they load w
 from .build import REPORT_FILES, DatasetReport, build_dataset_report
 from .collect import CLEAN, NO_DEFENSE, ReportError, VictimRecord, collect_victims, find_datasets, load_victim
 from .frame import victim_frame
+from .poisons import CUT_OFF_MARK, poison_card, poison_convergence
 from .scores import clean_reference, headline_label, headline_name, headline_score, victim_delta_m
 from .selection import Selection, config_sha256, load_config_json
 from .tables import attack_defense_matrix, score_table, summarize
 
 __all__ = [
     "CLEAN",
+    "CUT_OFF_MARK",
     "NO_DEFENSE",
     "REPORT_FILES",
     "DatasetReport",
@@ -38,6 +41,8 @@ __all__ = [
     "headline_score",
     "load_config_json",
     "load_victim",
+    "poison_card",
+    "poison_convergence",
     "score_table",
     "summarize",
     "victim_delta_m",

@@ -4,21 +4,27 @@
 
 - ``victims.csv``: one row per victim (:func:`mtlue.report.frame.victim_frame`)
 - ``scores.csv`` / ``scores.md``: per (method, backbone, weighting, defense) mean and std over
-  seeds of the headline score and delta-m, and each task's mean headline metric
+  seeds of the headline score and delta-m, and each task's mean headline metric; the CSV also
+  says per method whether its poison's generation ``converged`` and what ``stopped_by`` it
+  (from its card, :mod:`mtlue.report.poisons`; empty where no record exists)
 - ``attack_defense.csv`` / ``attack_defense.md``: the attack x defense matrix
 - ``scores.png``, ``attack_defense.png``, ``training_curves.png``
 
-Nothing is written unless every table and figure was built; each file is replaced atomically.
+In the Markdown tables a method whose generation a cap cut off before its stop rule held is
+marked † and a footnote names the cap to raise. Nothing is written unless every table and figure
+was built; each file is replaced atomically.
 """
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from .collect import ReportError, VictimRecord, collect_victims
 from .frame import victim_frame
+from .poisons import cut_off_footnote, mark_method, poison_convergence
 from .scores import clean_reference, headline_label, headline_name
 from .selection import Selection
 from .tables import attack_defense_matrix, frame_markdown, score_table, summarize
@@ -78,20 +84,29 @@ def build_dataset_report(
     tasks = records[0].tasks
     label = headline_label(tasks)
     frame = victim_frame(records)
+    convergence = poison_convergence(results, records)
     summary = summarize(frame, tasks)
+    generations = [convergence[method] for method in summary["method"]]
+    summary["converged"] = [None if record is None else record.converged for record in generations]
+    summary["stopped_by"] = [None if record is None else record.stopped_by for record in generations]
     matrix = attack_defense_matrix(summary)
     report = DatasetReport(dataset, records)
     report.texts["victims.csv"] = frame.to_csv(index=False)
     report.texts["scores.csv"] = summary.to_csv(index=False)
     report.texts["attack_defense.csv"] = matrix.to_csv()
     header = _header(dataset, records, label, headline_name(tasks), config_hash)
+    footnote = cut_off_footnote(convergence)
+    footnote = f"\n{footnote}" if footnote else ""
+    per_task = summary.drop(columns=["seed_list", "score_std", "delta_m_std", "delta_m_mean", "converged", "stopped_by"])
     report.texts["scores.md"] = (
-        f"{header}\n## {label}: mean ± std over seeds\n\n{frame_markdown(score_table(summary))}\n"
-        f"## Δm vs clean (%): mean ± std over seeds\n\n{frame_markdown(score_table(summary, 'delta_m'))}\n"
+        f"{header}\n## {label}: mean ± std over seeds\n\n{frame_markdown(_marked(score_table(summary), convergence))}\n"
+        f"## Δm vs clean (%): mean ± std over seeds\n\n{frame_markdown(_marked(score_table(summary, 'delta_m'), convergence))}\n"
         f"## Per-task headline metrics (mean over seeds)\n\n"
-        f"{frame_markdown(summary.drop(columns=['seed_list', 'score_std', 'delta_m_std', 'delta_m_mean']).set_index(['method', 'backbone', 'weighting', 'defense']))}"
+        f"{frame_markdown(_marked(per_task.set_index(['method', 'backbone', 'weighting', 'defense']), convergence))}{footnote}"
     )
-    report.texts["attack_defense.md"] = f"{header}\n## Attack x defense: {label}, mean over seeds\n\n{frame_markdown(matrix)}"
+    report.texts["attack_defense.md"] = (
+        f"{header}\n## Attack x defense: {label}, mean over seeds\n\n{frame_markdown(_marked(matrix, convergence))}{footnote}"
+    )
 
     from .plots import attack_defense_heatmap, score_bars, training_curves
 
@@ -103,6 +118,11 @@ def build_dataset_report(
         _close(report.figures)
         raise
     return report
+
+
+def _marked(table: Any, convergence: Mapping[str, Any]) -> Any:
+    """``table`` with its ``method`` index labels marked where a cap cut the generation short."""
+    return table.rename(index=lambda method: mark_method(method, convergence), level="method")
 
 
 def _header(dataset: str, records: list[VictimRecord], label: str, name: str, config_hash: str | None) -> str:

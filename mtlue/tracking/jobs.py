@@ -9,6 +9,11 @@ Each ``log_*_result`` logs the finished job: final metrics, content hashes and a
 Artifacts: victim: ``metrics.json``, ``training_curves.png``; surrogate: ``surrogate.json``,
 ``training_curves.png``; poison: ``card.json``, the preview PNG when one was drawn; every run
 also has ``config.json`` (the unflattened params).
+
+A poison run's metrics are its generation's records (step = round / epoch / batch, logged live
+by :meth:`JobTracker.progress_listener`), the delta statistics, ``convergence/steps`` and
+``convergence/converged`` (1 or 0), and tags ``converged`` (true / false / unknown) and
+``stopped_by`` from the card, so the UI can filter runs that a cap cut short.
 """
 
 from __future__ import annotations
@@ -241,15 +246,25 @@ def delta_statistics(deltas: np.ndarray) -> dict[str, float]:
     }
 
 
-def log_poison_result(tracker: JobTracker, method: Any, store: Any, preview: str | os.PathLike[str] | None = None) -> None:
-    """The method's training history (step = epoch), delta statistics, the poison hash, the card and preview."""
+def log_poison_result(tracker: JobTracker, store: Any, preview: str | os.PathLike[str] | None = None) -> None:
+    """Generation records not logged live, how it ended, delta statistics, the poison hash, the card and preview."""
     from mtlue.poisons import CARD_NAME
 
-    history = getattr(method, "history", None) or ()
-    tracker.log_history(list(history))
-    last = max((int(record["epoch"]) for record in history), default=0)
-    tracker.log_metrics({**delta_statistics(store.deltas), "epochs_trained": float(last)}, step=last)
-    tracker.set_tags({"poison_sha256": store.card.sha256})
+    convergence = store.card.convergence
+    metrics = delta_statistics(store.deltas)
+    tags = {"poison_sha256": store.card.sha256, "converged": "unknown", "stopped_by": "not generated here"}
+    last = 0
+    if convergence is not None:
+        if convergence.unit is not None:
+            tracker.log_history(list(convergence.history), step_key=convergence.unit)
+        last = convergence.steps
+        metrics["convergence/steps"] = float(convergence.steps)
+        if convergence.converged is not None:
+            metrics["convergence/converged"] = float(convergence.converged)
+            tags["converged"] = str(convergence.converged).lower()
+        tags["stopped_by"] = convergence.stopped_by
+    tracker.log_metrics(metrics, step=last)
+    tracker.set_tags(tags)
     tracker.log_artifact(Path(store.root) / CARD_NAME)
     if preview is not None:
         tracker.log_artifact(preview)

@@ -198,18 +198,37 @@ class JobTracker:
             for start in range(0, len(items), _METRICS_PER_BATCH):
                 self._batch(f"logging metrics of step {step}", metrics=items[start : start + _METRICS_PER_BATCH])
 
-    def log_epoch(self, record: Mapping[str, Any], prefix: str = "") -> None:
-        """Log one epoch record (``fit``'s history, a method's training history) at step = its epoch."""
-        epoch = int(record["epoch"])
-        self.log_metrics(flatten_metrics(record, prefix), step=epoch)
-        self._logged_steps.add((prefix, epoch))
+    def log_epoch(self, record: Mapping[str, Any], prefix: str = "", step_key: str = "epoch") -> None:
+        """Log one record (``fit``'s history, a poison generation's history) at step = its ``step_key``."""
+        step = int(record[step_key])
+        self.log_metrics(flatten_metrics(record, prefix, skip=(step_key,)), step=step)
+        self._logged_steps.add((prefix, step))
 
-    def log_history(self, history: Sequence[Mapping[str, Any]], prefix: str = "") -> int:
+    def log_history(self, history: Sequence[Mapping[str, Any]], prefix: str = "", step_key: str = "epoch") -> int:
         """Log the records of ``history`` not logged live (epochs of a resumed run); returns how many."""
-        missing = [record for record in history if (prefix, int(record["epoch"])) not in self._logged_steps]
+        missing = [record for record in history if (prefix, int(record[step_key])) not in self._logged_steps]
         for record in missing:
-            self.log_epoch(record, prefix)
+            self.log_epoch(record, prefix, step_key)
         return len(missing)
+
+    def progress_listener(self) -> Callable[[int, Mapping[str, Any]], None]:
+        """A ``GenerationMonitor`` listener (mtlue.methods.progress) that logs each round / epoch /
+        batch of a poison generation as it ends, at step = its number. As with
+        :meth:`epoch_callback`, a step the store does not take is reported once on stderr and
+        left to :meth:`log_history` at the end of the job (from the card's history)."""
+        warned = False
+
+        def log(step: int, values: Mapping[str, Any]) -> None:
+            nonlocal warned
+            try:
+                self.log_metrics(flatten_metrics(values), step=step)
+                self._logged_steps.add(("", step))
+            except TrackingError as error:
+                if not warned:
+                    print(f"warning: step {step} not logged live, retried at the end of the job: {error}", file=sys.stderr)
+                    warned = True
+
+        return log
 
     def epoch_callback(self, prefix_networks: bool = False) -> Callable[[str, dict[str, Any]], None]:
         """A ``victims.train.fit`` callback that logs each epoch as it ends.
