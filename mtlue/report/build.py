@@ -3,10 +3,18 @@
 ``mtlue report`` writes these files into its ``--out`` folder (:data:`REPORT_FILES`):
 
 - ``victims.csv``: one row per victim (:func:`mtlue.report.frame.victim_frame`)
-- ``scores.csv`` / ``scores.md``: per (method, backbone, weighting, defense) mean and std over
-  seeds of the headline score and delta-m, and each task's mean headline metric
-- ``attack_defense.csv`` / ``attack_defense.md``: the attack x defense matrix
+- ``scores.csv`` / ``scores.md``: per (method, backbone, weighting, defense) ``n_seeds`` and the
+  mean and std over seeds of the headline score, delta-m and each task's headline metric
+  (:func:`mtlue.report.tables.summarize`)
+- ``attack_defense.csv`` / ``attack_defense.md``: the attack x defense table, mean ± std with
+  tie-aware ranks per defense and at the attacker's best defense
+  (:func:`mtlue.report.tables.attack_defense_ranks`)
+- ``summary.md`` / ``summary.csv``: the README summary, per method clean-normalised scores and
+  rank on the leaderboard's protocol (:mod:`mtlue.report.summary`)
 - ``scores.png``, ``attack_defense.png``, ``training_curves.png``
+
+Every number of a table is a mean ± std over seeds (:mod:`mtlue.report.ties`: sample std, none
+with one seed), with the number of seeds in a column or in the table's notes.
 
 Nothing is written unless every table and figure was built; each file is replaced atomically.
 """
@@ -21,7 +29,18 @@ from .collect import ReportError, VictimRecord, collect_victims
 from .frame import victim_frame
 from .scores import clean_reference, headline_label, headline_name
 from .selection import Selection
-from .tables import attack_defense_matrix, frame_markdown, score_table, summarize
+from .summary import summarize_dataset
+from .tables import (
+    attack_defense_markdown,
+    attack_defense_matrix,
+    attack_defense_ranks,
+    frame_markdown,
+    score_table,
+    seeds_note,
+    summarize,
+    task_table,
+)
+from .ties import STD_CONVENTION
 
 __all__ = ["REPORT_FILES", "DatasetReport", "build_dataset_report"]
 
@@ -31,6 +50,8 @@ REPORT_FILES = (
     "scores.md",
     "attack_defense.csv",
     "attack_defense.md",
+    "summary.csv",
+    "summary.md",
     "scores.png",
     "attack_defense.png",
     "training_curves.png",
@@ -64,9 +85,18 @@ class DatasetReport:
 
 
 def build_dataset_report(
-    results: str | Path, dataset: str, selection: Selection | None = None, config_hash: str | None = None
+    results: str | Path,
+    dataset: str,
+    selection: Selection | None = None,
+    config_hash: str | None = None,
+    protocol: Selection | None = None,
 ) -> DatasetReport:
-    """Read ``results/dataset/victims`` and build every table and plot (module docstring)."""
+    """Read ``results/dataset/victims`` and build every table and plot (module docstring).
+
+    ``selection`` chooses the victims of the tables; ``protocol`` (default: ``selection``) the
+    leaderboard protocol's victims, which the summary covers (``Selection.from_config(...,
+    protocol=True)``).
+    """
     selection = selection or Selection()
     found = collect_victims(results, dataset)
     records = [record for record in found if selection.keep(record)]
@@ -80,18 +110,22 @@ def build_dataset_report(
     frame = victim_frame(records)
     summary = summarize(frame, tasks)
     matrix = attack_defense_matrix(summary)
+    ranks = attack_defense_ranks(summary)
+    readme = summarize_dataset(records, protocol or selection)
     report = DatasetReport(dataset, records)
     report.texts["victims.csv"] = frame.to_csv(index=False)
     report.texts["scores.csv"] = summary.to_csv(index=False)
-    report.texts["attack_defense.csv"] = matrix.to_csv()
+    report.texts["attack_defense.csv"] = ranks.to_csv(index=False)
+    report.texts["summary.csv"] = readme.csv()
+    report.texts["summary.md"] = readme.markdown()
     header = _header(dataset, records, label, headline_name(tasks), config_hash)
+    seeds = seeds_note(summary["n_seeds"])
     report.texts["scores.md"] = (
-        f"{header}\n## {label}: mean ± std over seeds\n\n{frame_markdown(score_table(summary))}\n"
-        f"## Δm vs clean (%): mean ± std over seeds\n\n{frame_markdown(score_table(summary, 'delta_m'))}\n"
-        f"## Per-task headline metrics (mean over seeds)\n\n"
-        f"{frame_markdown(summary.drop(columns=['seed_list', 'score_std', 'delta_m_std', 'delta_m_mean']).set_index(['method', 'backbone', 'weighting', 'defense']))}"
+        f"{header}\n## {label}: {seeds}\n\n{frame_markdown(score_table(summary))}\n"
+        f"## Δm vs clean (%): {seeds}\n\n{frame_markdown(score_table(summary, 'delta_m'))}\n"
+        f"## Per-task headline metrics: {seeds}\n\n{frame_markdown(task_table(summary, tasks, label))}"
     )
-    report.texts["attack_defense.md"] = f"{header}\n## Attack x defense: {label}, mean over seeds\n\n{frame_markdown(matrix)}"
+    report.texts["attack_defense.md"] = f"{header}\n## Attack x defense: {label}\n\n{attack_defense_markdown(ranks)}"
 
     from .plots import attack_defense_heatmap, score_bars, training_curves
 
@@ -117,8 +151,7 @@ def _header(dataset: str, records: list[VictimRecord], label: str, name: str, co
         f"- Score: {label}, {definition}. Lower means better protection.\n"
         "- Δm: victims.summary.delta_m over every metric of every task, against the clean reference: the mean over "
         "seeds of the clean victims with the same backbone and weighting and defense `none`.\n"
-        "- ± is the sample standard deviation over seeds; with one seed only the mean is shown. n/a: not measured "
-        "or no clean reference.\n"
+        f"- {STD_CONVENTION}, and the cell shows the mean alone. n/a: not measured or no clean reference.\n"
         f"- Rendered from the victims' metrics.json files; config sha256: {config_hash or 'not given'}.\n"
     )
 
