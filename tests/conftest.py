@@ -84,19 +84,15 @@ def tiny_victim_results(tiny_shapes, tmp_path_factory):
     return results
 
 
-@pytest.fixture
-def cut_off_results(tiny_victim_results, tmp_path):
-    """A copy of ``tiny_victim_results`` whose ``lsp`` card records a generation that a cap of 3
-    rounds cut off before its stop rule held, as the card of such an EM run does (the victims
-    and the deltas are the real ones; only the card's convergence record is changed)."""
+def cut_off_card(results, method, dataset="shapes"):
+    """Change the card of ``results/dataset/poisons/method`` to record a generation that a cap of
+    3 rounds cut off before its stop rule held, as the card of such an EM run does (the victims
+    and the deltas stay the real ones; only the card's convergence record is changed)."""
     import json
-    import shutil
 
     from mtlue.poisons import Convergence
 
-    results = tmp_path / "results"
-    shutil.copytree(tiny_victim_results, results)
-    path = results / "shapes" / "poisons" / "lsp" / "card.json"
+    path = results / dataset / "poisons" / method / "card.json"
     card = json.loads(path.read_text())
     card["convergence"] = Convergence(
         rule="surrogate training error <= 0.01", converged=False, stopped_by="cap", unit="round", steps=3, cap=3,
@@ -104,4 +100,74 @@ def cut_off_results(tiny_victim_results, tmp_path):
         history=tuple({"round": index, "train_error": 0.4} for index in (1, 2, 3)),
     ).to_json()
     path.write_text(json.dumps(card))
+
+
+@pytest.fixture
+def cut_off_results(tiny_victim_results, tmp_path):
+    """A copy of ``tiny_victim_results`` whose ``lsp`` card records a generation cut off by its
+    cap (:func:`cut_off_card`)."""
+    import shutil
+
+    results = tmp_path / "results"
+    shutil.copytree(tiny_victim_results, results)
+    cut_off_card(results, "lsp")
+    return results
+
+
+#: Headline scores of ``seeded_victim_results``: method -> defense -> one score per seed 0, 1, 2.
+#: Chosen so that the tie rule has something to decide (mean ± sample std at the best defense):
+#: strong 70.5 ± 0.5 (bdr), twin the same seeds in another order, close 71.5 ± 1 (ties strong),
+#: middle 73 ± 0.5 (separated from strong, ties close), flip 70.17 ± 2.02 (bdr by its mean,
+#: although seed 1 is better without a defense), weak 79 ± 1 (none; separated from all).
+SEEDED_SCORES = {
+    "clean": {"none": (80.0, 81.0, 82.0), "bdr": (74.0, 75.0, 76.0)},
+    "strong": {"none": (60.0, 61.0, 62.0), "bdr": (70.0, 70.5, 71.0)},
+    "twin": {"none": (62.0, 61.0, 60.0), "bdr": (71.0, 70.5, 70.0)},
+    "close": {"none": (50.0, 51.0, 52.0), "bdr": (70.5, 71.5, 72.5)},
+    "middle": {"none": (55.0, 56.0, 57.0), "bdr": (72.5, 73.0, 73.5)},
+    "flip": {"none": (60.0, 80.0, 70.0), "bdr": (72.0, 68.0, 70.5)},
+    "weak": {"none": (78.0, 79.0, 80.0), "bdr": (73.0, 74.0, 75.0)},
+}
+
+
+@pytest.fixture(scope="session")
+def seeded_victim_results(tiny_victim_results, tmp_path_factory):
+    """A results folder of several methods x defenses none, bdr x seeds 0, 1, 2 whose headline
+    scores are ``SEEDED_SCORES``: a real victim's metrics.json and poison card (lsp, from
+    ``tiny_victim_results``) copied to each path, with the seed, the defense, the images it
+    trained on and every task's accuracy set to the score (so the aggregate, delta-m and the
+    per-task tables agree with it)."""
+    import json
+
+    template_root = tiny_victim_results / "shapes"
+    template = json.loads((template_root / "victims" / "lsp" / "test_resnet" / "ew" / "none" / "seed0" / "metrics.json").read_text())
+    card = json.loads((template_root / "poisons" / "lsp" / "card.json").read_text())
+    results = tmp_path_factory.mktemp("seeded_results")
+    for method, per_defense in SEEDED_SCORES.items():
+        store = results / "shapes" / "poisons" / method
+        store.mkdir(parents=True)
+        (store / "card.json").write_text(json.dumps({**card, "method": method}, indent=2))
+        for defense, scores in per_defense.items():
+            for seed, score in enumerate(scores):
+                data = json.loads(json.dumps(template))
+                data["seed"] = seed
+                data["defense"] = {"components": [] if defense == "none" else [defense], "name": defense, "options": {}}
+                data["dataset"]["train_images"] = f"{method}:{card['sha256']}"
+                data["metrics"] = {task: {metric: score for metric in values} for task, values in data["metrics"].items()}
+                data["aggregate"] = {key: score for key in data["aggregate"]}
+                out = results / "shapes" / "victims" / method / "test_resnet" / "ew" / defense / f"seed{seed}" / "metrics.json"
+                out.parent.mkdir(parents=True)
+                out.write_text(json.dumps(data))
+    return results
+
+
+@pytest.fixture
+def seeded_cut_off_results(seeded_victim_results, tmp_path):
+    """A copy of ``seeded_victim_results`` whose ``close`` card records a generation cut off by
+    its cap (:func:`cut_off_card`): the † mark next to shared ranks and mean ± std."""
+    import shutil
+
+    results = tmp_path / "seeded_cut_off"
+    shutil.copytree(seeded_victim_results, results)
+    cut_off_card(results, "close")
     return results

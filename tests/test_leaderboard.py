@@ -8,6 +8,7 @@ import shutil
 
 import numpy as np
 import pytest
+from conftest import SEEDED_SCORES
 
 from mtlue.cli import main
 from mtlue.leaderboard import (
@@ -15,6 +16,7 @@ from mtlue.leaderboard import (
     Skipped,
     build_entries,
     build_leaderboard,
+    entry_ranks,
     group_boards,
     rank_entries,
     render_html,
@@ -62,6 +64,10 @@ def test_entries_score_the_attackers_best_defense(measured, tiny_victim_results)
 def test_measured_entries_validate(measured):
     for entry in measured[2].values():
         validate_entry(entry)
+    clean = copy.deepcopy(measured[2]["clean"])
+    clean["rank"] = 1
+    with pytest.raises(LeaderboardError, match="the clean entry is the reference: its rank must be null"):
+        validate_entry(clean)
 
 
 @pytest.mark.parametrize(
@@ -77,6 +83,19 @@ def test_measured_entries_validate(measured):
         (lambda e: e.update(score=e["score"] - 1.0), "is not the best per-defense score"),
         (lambda e: e.update(best_defense="cutout"), "best_defense 'cutout' did not achieve"),
         (lambda e: e["per_defense"].pop("bdr"), "per_defense has \\['none'\\], the protocol's defenses are"),
+        (lambda e: e.update(format="mtlue-leaderboard-entry/1"), "format: 'mtlue-leaderboard-entry/3' was expected"),
+        (lambda e: e.update(format="mtlue-leaderboard-entry/2"), "format: 'mtlue-leaderboard-entry/3' was expected"),
+        (lambda e: e.pop("score_std"), "'score_std' is a required property"),
+        (lambda e: e.update(score_std=-1.0), "score_std: -1.0 is less than the minimum of 0"),
+        (lambda e: e.update(score_std=e["score_std"] + 1.0), "score_std .* is not the best defense's score_std"),
+        (lambda e: e.update(undefended_std=e["undefended_std"] + 1.0), "undefended_std .* is not per_defense.none.score_std"),
+        (lambda e: e.update(n_seeds=3), "n_seeds is 3, the protocol has 2 seeds"),
+        (lambda e: e["per_defense"]["none"].update(score_std=None), "per_defense.none.score_std is None: with 2 seed\\(s\\) it must be a number"),
+        (lambda e: e["per_defense"]["bdr"].update(n_seeds=1), "per_defense.bdr.n_seeds is 1, the entry has 2 seeds"),
+        (lambda e: e.update(rank=None), "rank is None: with 2 seed\\(s\\) it must be an integer"),
+        (lambda e: e.update(rank=0), "rank: 0 is less than the minimum of 1"),
+        (lambda e: e.update(ties_with=["lsp"]), "names the entry itself or the clean reference"),
+        (lambda e: e.update(ties_with=["zeta", "alpha"]), "is not sorted"),
     ],
 )
 def test_invalid_entries_are_refused(measured, change, message):
@@ -86,39 +105,74 @@ def test_invalid_entries_are_refused(measured, change, message):
         validate_entry(entry, "lsp.json")
 
 
-def _ranked_copy(entry, method, per_defense):
-    """``entry`` re-scored with the given per-defense scores, through the same attacker's-best rule."""
+def _ranked_copy(entry, method, per_defense, std=0.1):
+    """``entry`` re-scored with the given per-defense scores (each with ``std`` over seeds), through the
+    same attacker's-best rule; its rank is set by :func:`_with_ranks` once the board is complete."""
     changed = copy.deepcopy(entry)
     changed["method"] = method
     for defense, score in per_defense.items():
-        changed["per_defense"][defense]["score"] = score
+        changed["per_defense"][defense].update(score=score, score_std=std)
     best = max(changed["protocol"]["defenses"], key=lambda d: (per_defense[d], -changed["protocol"]["defenses"].index(d)))
-    changed.update(score=per_defense[best], best_defense=best, undefended_score=per_defense["none"], delta_m=changed["per_defense"][best]["delta_m"])
+    changed.update(
+        score=per_defense[best], score_std=std, best_defense=best, undefended_score=per_defense["none"], undefended_std=std,
+        delta_m=changed["per_defense"][best]["delta_m"],
+    )
     validate_entry(changed)
     return changed
 
 
-def test_ranking_lower_is_better_ties_by_undefended_then_name_clean_apart(measured):
+def _with_ranks(entries):
+    """The entries with the rank and ties their scores give (as build_entries stores them)."""
+    ranks = entry_ranks(entries)
+    for entry in entries:
+        ranked = ranks.get(entry["method"])
+        entry.update(rank=None if ranked is None else ranked.rank, ties_with=[] if ranked is None else list(ranked.ties_with))
+        validate_entry(entry)
+    return entries
+
+
+def test_ranking_lower_is_better_ties_share_a_rank_clean_apart(measured):
     base = measured[2]["lsp"]
-    entries = [
+    entries = _with_ranks([
         _ranked_copy(base, "zeta", {"none": 30.0, "bdr": 50.0}),  # defended 50
         _ranked_copy(base, "alpha", {"none": 40.0, "bdr": 50.0}),  # ties zeta at 50, worse undefended
         _ranked_copy(base, "beta", {"none": 60.0, "bdr": 20.0}),  # best defense is none: 60
         _ranked_copy(base, "gamma", {"none": 45.0, "bdr": 10.0}),  # 45
-        _ranked_copy(base, "delta", {"none": 30.0, "bdr": 50.0}),  # same as zeta: by name
+        _ranked_copy(base, "delta", {"none": 30.0, "bdr": 50.0}),  # same as zeta
         measured[2]["clean"],
-    ]
+    ])
     reference, ranked = rank_entries(entries)
     assert reference is measured[2]["clean"]
-    assert [(rank, entry["method"]) for rank, entry in ranked] == [(1, "gamma"), (2, "delta"), (3, "zeta"), (4, "alpha"), (5, "beta")]
+    # The three at 50 tie (=2) and are listed by undefended score, then name; beta is behind all four.
+    assert [(label, entry["method"]) for label, entry in ranked] == [("1", "gamma"), ("=2", "delta"), ("=2", "zeta"), ("=2", "alpha"), ("5", "beta")]
+    assert ranked[1][1]["ties_with"] == ["alpha", "zeta"] and ranked[4][1]["ties_with"] == []
     assert ranked[4][1]["best_defense"] == "none"
     with pytest.raises(LeaderboardError, match="several entries for method"):
         rank_entries([entries[0], copy.deepcopy(entries[0])])
 
 
+def test_differences_inside_the_noise_are_ties_not_ranks(measured):
+    base = measured[2]["lsp"]
+    # 50 vs 51 with std 0.6: a gap of 1 is within 2 x 0.6, a tie; 53 (std 1) is 3 > 2 x 1 from 50 but ties 51 (2 <= 2 x 1).
+    entries = _with_ranks([
+        _ranked_copy(base, "a", {"none": 50.0, "bdr": 40.0}, std=0.6),
+        _ranked_copy(base, "b", {"none": 51.0, "bdr": 40.0}, std=0.6),
+        _ranked_copy(base, "c", {"none": 53.0, "bdr": 40.0}, std=1.0),
+        measured[2]["clean"],
+    ])
+    _, ranked = rank_entries(entries)
+    assert [(label, entry["method"], entry["ties_with"]) for label, entry in ranked] == [
+        ("=1", "a", ["b"]), ("=1", "b", ["a", "c"]), ("2", "c", ["b"]),
+    ]
+    edited = copy.deepcopy(entries)
+    edited[2]["rank"] = 1
+    with pytest.raises(LeaderboardError, match="entry shapes/default/c says rank 1, ties with \\['b'\\], but the entries' scores give rank 2"):
+        rank_entries(edited)
+
+
 def test_markdown_rows_in_rank_order_and_html_escapes(measured):
     base = measured[2]["lsp"]
-    entries = [_ranked_copy(base, "b-method", {"none": 70.0, "bdr": 20.0}), _ranked_copy(base, "a-method", {"none": 40.0, "bdr": 55.0}), measured[2]["clean"]]
+    entries = _with_ranks([_ranked_copy(base, "b-method", {"none": 70.0, "bdr": 20.0}), _ranked_copy(base, "a-method", {"none": 40.0, "bdr": 55.0}), measured[2]["clean"]])
     for entry in entries:
         entry["headline"]["label"] = "mean <b>accuracy</b> & co"
     skipped = [Skipped("shapes", "default", "ghost", "<script>alert(1)</script> missing")]
@@ -221,7 +275,7 @@ def test_a_poison_cut_off_by_its_cap_is_marked_on_the_leaderboard(cut_off_result
     out = tmp_path / "leaderboard"
     assert main(["leaderboard", "--results", str(cut_off_results), "--out", str(out)]) == 0
     entry = json.loads((out / "entries" / "shapes--default--lsp.json").read_text())
-    assert entry["format"] == "mtlue-leaderboard-entry/2"
+    assert entry["format"] == "mtlue-leaderboard-entry/3"
     assert entry["convergence"] == {
         "rule": "surrogate training error <= 0.01", "converged": False, "stopped_by": "cap", "unit": "round", "steps": 3,
         "cap": 3, "cap_hyperparameter": "max_rounds", "final": {"train_error": 0.4}, "target": {"train_error": 0.01},
@@ -255,3 +309,111 @@ def test_entries_with_an_inconsistent_convergence_are_refused(measured, change, 
     del entry["convergence"]
     with pytest.raises(LeaderboardError, match="'convergence' is a required property"):
         validate_entry(entry, "lsp.json")
+
+
+# --- mean ± std over seeds and ties, on victims with chosen scores (conftest.SEEDED_SCORES) -----------
+
+
+def _seeded_entries(results, seeds=None):
+    records = collect_victims(results, "shapes")
+    selection = Selection(seeds=seeds) if seeds else Selection()
+    entries, skipped = build_entries(results, records, resolve_protocol("default", records, selection))
+    assert skipped == []
+    return {entry["method"]: entry for entry in entries}
+
+
+def test_entries_carry_mean_std_seeds_and_the_tie_aware_rank(seeded_victim_results):
+    entries = _seeded_entries(seeded_victim_results)
+    for entry in entries.values():
+        validate_entry(entry)
+        assert entry["n_seeds"] == 3 and all(cell["n_seeds"] == 3 for cell in entry["per_defense"].values())
+    strong = entries["strong"]
+    assert (strong["score"], strong["score_std"], strong["best_defense"]) == (70.5, 0.5, "bdr")
+    assert (strong["undefended_score"], strong["undefended_std"]) == (61.0, 1.0)
+    assert (strong["clean_score"], strong["clean_std"]) == (81.0, 1.0)
+    assert strong["rank"] == 1 and strong["ties_with"] == ["close", "flip", "twin"]
+    assert {method: entry["rank"] for method, entry in entries.items()} == {
+        "clean": None, "strong": 1, "twin": 1, "close": 1, "flip": 1, "middle": 3, "weak": 6,
+    }
+    # close ties strong and middle, which are separated from each other: the ranks stay defined.
+    assert entries["close"]["ties_with"] == ["flip", "middle", "strong", "twin"] and entries["middle"]["ties_with"] == ["close", "flip"]
+    assert entries["clean"]["ties_with"] == [] and entries["weak"]["ties_with"] == []
+
+
+def test_the_best_defense_is_chosen_on_the_seed_mean(seeded_victim_results):
+    flip = _seeded_entries(seeded_victim_results)["flip"]
+    none, bdr = SEEDED_SCORES["flip"]["none"], SEEDED_SCORES["flip"]["bdr"]
+    # Per seed the attacker's best would average max(60, 72), max(80, 68), max(70, 70.5) = 74.2;
+    # committing to one defense, bdr's mean 70.17 beats none's 70.00.
+    assert np.mean([max(a, b) for a, b in zip(none, bdr)]) > np.mean(bdr) > np.mean(none)
+    assert flip["best_defense"] == "bdr"
+    assert flip["score"] == pytest.approx(np.mean(bdr)) and flip["score_std"] == pytest.approx(np.std(bdr, ddof=1))
+
+
+def test_leaderboard_shows_ties_as_shared_ranks(seeded_victim_results, tmp_path):
+    out = tmp_path / "leaderboard"
+    assert main(["leaderboard", "--results", str(seeded_victim_results), "--out", str(out)]) == 0
+    for path in (out / "entries").iterdir():
+        validate_entry(json.loads(path.read_text()), str(path))
+    markdown = (out / "leaderboard.md").read_text()
+    rows = [line.split(" | ") for line in markdown.splitlines() if line.startswith("| ")][1:]
+    assert [(row[0].lstrip("| "), row[1]) for row in rows] == [
+        ("ref", "clean (reference)"), ("=1", "flip"), ("=1", "strong"), ("=1", "twin"), ("=1", "close"), ("3", "middle"), ("6", "weak"),
+    ]
+    strong = rows[2]
+    assert strong[2:8] == ["70.50 ± 0.50", "bdr", "61.00 ± 1.00", "81.00 ± 1.00", "-12.96", "close, flip, twin"]
+    assert rows[6][7] == "none"
+    assert "Mean ± std over 3 seeds" in markdown and "lower by more than 2 x the larger of the two stds" in markdown
+    page = (out / "index.html").read_text()
+    assert "<td>=1</td><td>strong</td>" in page
+
+
+def test_one_seed_leaderboard_ranks_nothing(seeded_victim_results, tmp_path):
+    entries = _seeded_entries(seeded_victim_results, seeds=(0,))
+    for method, entry in entries.items():
+        validate_entry(entry)
+        assert entry["rank"] is None and entry["score_std"] is None and entry["clean_std"] is None
+        assert all(cell["score_std"] is None and cell["n_seeds"] == 1 for cell in entry["per_defense"].values())
+        others = sorted(set(entries) - {method, "clean"})
+        assert entry["ties_with"] == ([] if method == "clean" else others)
+    reference, ranked = rank_entries(list(entries.values()))
+    assert [label for label, _ in ranked] == ["–"] * 6
+    assert [entry["method"] for _, entry in ranked] == ["strong", "close", "twin", "flip", "middle", "weak"]  # by score only
+    markdown = render_markdown(group_boards(list(entries.values())))
+    assert "Not ranked: with one seed no difference can be told from seed noise" in markdown
+    body = [line for line in markdown.splitlines() if line.startswith("| ")][1:]
+    assert not any("±" in line or line.startswith(("| =", "| 1 ")) for line in body)
+    assert all(line.split(" | ")[7] == "all others" for line in body[1:])
+
+
+# --- both together: the † of a cut-off poison beside mean ± std and shared ranks ----------------------
+
+
+def test_a_cut_off_poison_is_marked_beside_its_shared_rank(seeded_cut_off_results, tmp_path):
+    out = tmp_path / "leaderboard"
+    assert main(["leaderboard", "--results", str(seeded_cut_off_results), "--out", str(out)]) == 0
+    entries = {}
+    for path in (out / "entries").iterdir():
+        entry = json.loads(path.read_text())
+        validate_entry(entry, str(path))
+        entries[entry["method"]] = entry
+    close = entries["close"]
+    assert close["format"] == "mtlue-leaderboard-entry/3"
+    assert (close["convergence"]["converged"], close["convergence"]["stopped_by"]) == (False, "cap")
+    assert (close["score"], close["score_std"], close["n_seeds"], close["rank"]) == (71.5, 1.0, 3, 1)
+    assert close["ties_with"] == ["flip", "middle", "strong", "twin"]
+    assert entries["strong"]["ties_with"] == ["close", "flip", "twin"]  # other entries name it plainly
+    assert entries["strong"]["convergence"]["stopped_by"] == "closed_form"
+    markdown = (out / "leaderboard.md").read_text()
+    rows = [line.split(" | ") for line in markdown.splitlines() if line.startswith("| ")][1:]
+    assert [(row[0].lstrip("| "), row[1]) for row in rows] == [
+        ("ref", "clean (reference)"), ("=1", "flip"), ("=1", "strong"), ("=1", "twin"), ("=1", "close †"), ("3", "middle"), ("6", "weak"),
+    ]
+    assert rows[4][2:] == [
+        "71.50 ± 1.00", "bdr", "51.00 ± 1.00", "81.00 ± 1.00", "-11.73", "flip, middle, strong, twin", "51.00 ± 1.00", "71.50 ± 1.00 |",
+    ]
+    assert rows[2][7] == "close, flip, twin"
+    assert "† Poison generation cut off by its cap" in markdown and "close: max_rounds = 3 reached after 3 round(s)" in markdown
+    assert "Mean ± std over 3 seeds" in markdown
+    page = (out / "index.html").read_text()
+    assert "<td>=1</td><td>close †</td><td>71.50 ± 1.00</td>" in page and "† Poison generation cut off by its cap" in page

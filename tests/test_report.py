@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import shutil
@@ -10,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
+from conftest import SEEDED_SCORES
 
 from mtlue.cli import main
 from mtlue.data.tasks import Task, TaskKind
@@ -24,6 +26,7 @@ from mtlue.report import (
     headline_score,
     score_table,
     summarize,
+    summarize_dataset,
     victim_frame,
 )
 from mtlue.report.tables import frame_markdown
@@ -75,7 +78,7 @@ def test_summary_is_mean_and_sample_std_over_seeds(tiny_victim_results):
     assert list(summary["defense"]) == ["none", "bdr", "none", "bdr"]
     for row in summary.itertuples():
         seeds = frame[(frame["method"] == row.method) & (frame["defense"] == row.defense)]["score"]
-        assert row.seeds == 2
+        assert row.n_seeds == 2
         assert row.score_mean == pytest.approx(seeds.mean())
         assert row.score_std == pytest.approx(float(np.std(seeds.to_numpy(), ddof=1)))
     table = score_table(summary)
@@ -84,7 +87,7 @@ def test_summary_is_mean_and_sample_std_over_seeds(tiny_victim_results):
     assert cell == f"{lsp.score_mean:.2f} ± {lsp.score_std:.2f}"
 
     one_seed = summarize(victim_frame([r for r in records if r.seed == 0]), records[0].tasks)
-    assert one_seed["score_std"].isna().all() and (one_seed["seeds"] == 1).all()
+    assert one_seed["score_std"].isna().all() and (one_seed["n_seeds"] == 1).all()
     markdown = frame_markdown(score_table(one_seed))
     assert "±" not in markdown and f"| lsp | {one_seed.iloc[2].score_mean:.2f} |" in markdown
 
@@ -189,8 +192,14 @@ def test_report_command_writes_every_table_and_plot(tiny_victim_results, tmp_pat
     assert scores["score_mean"].tolist() == pytest.approx(victims.groupby(["method", "defense"], sort=False)["score"].mean().tolist())
     markdown = (out / "scores.md").read_text()
     assert "| clean |" in markdown and "| lsp |" in markdown and "config sha256: not given" in markdown
-    matrix = pd.read_csv(out / "attack_defense.csv", index_col=[0, 1, 2])
-    assert list(matrix.columns) == ["none", "bdr"]
+    ranks = pd.read_csv(out / "attack_defense.csv")
+    assert list(ranks.columns) == [
+        "backbone", "weighting", "method", "defense", "mean", "std", "n_seeds", "rank", "ties_with", "attacker_best", "best_rank",
+        "best_ties_with",
+    ]
+    assert list(ranks["defense"].unique()) == ["none", "bdr"] and (ranks["n_seeds"] == 2).all()
+    summary = pd.read_csv(out / "summary.csv")
+    assert list(summary["method"])[0] == "clean" and set(summary["method"]) == {"clean", "lsp"}
 
 
 def test_report_config_json_selects_methods_and_records_its_hash(tiny_victim_results, tmp_path):
@@ -231,17 +240,18 @@ def test_a_poison_cut_off_by_its_cap_is_marked_in_every_table(cut_off_results, t
     assert dict(zip(scores["method"], scores["converged"])) == {"clean": True, "lsp": False}
     assert dict(zip(scores["method"], scores["stopped_by"])) == {"clean": "closed_form", "lsp": "cap"}
     footnote = "- lsp: max_rounds = 3 reached after 3 round(s) (train_error 0.4); rule: surrogate training error <= 0.01"
-    for name in ("scores.md", "attack_defense.md"):
+    for name in ("scores.md", "attack_defense.md", "summary.md"):
         markdown = (out / name).read_text()
         assert "| lsp † |" in markdown and "| clean |" in markdown and "| lsp |" not in markdown
         assert "† Generation cut off by its cap before its stop rule held" in markdown and footnote in markdown
     assert "| lsp † | test_resnet | ew | none |" in (out / "scores.md").read_text()  # the per-task table too
-    assert list(pd.read_csv(out / "attack_defense.csv")["method"].unique()) == ["clean", "lsp"]  # data keep plain names
+    for name in ("attack_defense.csv", "summary.csv"):  # data keep plain names
+        assert list(pd.read_csv(out / name)["method"].unique()) == ["clean", "lsp"]
 
     # Where every generation converged (closed form here), nothing is marked.
     plain = tmp_path / "plain"
     assert main(["report", "--results", str(tiny_victim_results), "--dataset", "shapes", "--out", str(plain)]) == 0
-    assert "†" not in (plain / "scores.md").read_text() + (plain / "attack_defense.md").read_text()
+    assert "†" not in "".join((plain / name).read_text() for name in ("scores.md", "attack_defense.md", "summary.md"))
     assert pd.read_csv(plain / "scores.csv")["converged"].all()
 
 
@@ -250,3 +260,181 @@ def test_a_card_regenerated_after_its_victims_is_refused_by_the_report(copied_re
     card_path.write_text(json.dumps({**json.loads(card_path.read_text()), "sha256": "0" * 64}))
     with pytest.raises(ReportError, match="did not train on the poison .* rerun those victims"):
         build_dataset_report(copied_results, "shapes")
+
+
+# --- mean ± std over seeds and ties, on victims with chosen scores (conftest.SEEDED_SCORES) -----------
+
+
+def _seeded_report(results, seeds=None):
+    selection = Selection(seeds=seeds) if seeds else None
+    return build_dataset_report(results, "shapes", selection)
+
+
+def _close_figures(report):
+    import matplotlib.pyplot as plt
+
+    for figure in report.figures.values():
+        plt.close(figure)
+    report.figures.clear()
+
+
+def _markdown_rows(text):
+    """The rows of the first Markdown table in ``text``, as lists of cells (header excluded)."""
+    lines = [line for line in text.splitlines() if line.startswith("| ")]
+    return [[cell.strip() for cell in line.strip("|").split(" | ")] for line in lines[1:]]
+
+
+def _all_table_rows(text):
+    """The body rows of every Markdown table in ``text`` (headers and separators excluded)."""
+    lines = text.splitlines()
+    return [
+        [cell.strip() for cell in line.strip("|").split(" | ")]
+        for index, line in enumerate(lines)
+        if line.startswith("| ") and not (index + 1 < len(lines) and lines[index + 1].startswith("|---"))
+    ]
+
+
+def test_every_table_is_mean_and_sample_std_over_the_seeds_with_their_number(seeded_victim_results):
+    report = _seeded_report(seeded_victim_results)
+    _close_figures(report)
+    scores = pd.read_csv(io.StringIO(report.texts["scores.csv"]))
+    assert (scores["n_seeds"] == 3).all() and set(scores["seed_list"]) == {"0 1 2"}
+    for method, per_defense in SEEDED_SCORES.items():
+        for defense, values in per_defense.items():
+            row = scores[(scores["method"] == method) & (scores["defense"] == defense)].iloc[0]
+            assert row["score_mean"] == pytest.approx(np.mean(values))
+            assert row["score_std"] == pytest.approx(np.std(values, ddof=1))
+            assert row["count/accuracy_mean"] == pytest.approx(np.mean(values))
+            assert row["count/accuracy_std"] == pytest.approx(np.std(values, ddof=1))
+    markdown = report.texts["scores.md"]
+    assert "mean accuracy (%): mean ± std over 3 seeds" in markdown and "(ddof=1)" in markdown
+    assert "| strong | 61.00 ± 1.00 | 70.50 ± 0.50 |" in markdown
+    per_task = markdown[markdown.index("## Per-task"):]
+    assert "| flip | test_resnet | ew | none | 3 | 70.00 ± 10.00 | 70.00 ± 10.00 |" in per_task
+    assert "| 70.17 ± 2.02 (=1) |" in report.texts["attack_defense.md"]
+
+
+def test_attack_defense_table_ranks_with_ties_per_defense_and_at_the_best_defense(seeded_victim_results):
+    report = _seeded_report(seeded_victim_results)
+    _close_figures(report)
+    ranks = pd.read_csv(io.StringIO(report.texts["attack_defense.csv"]), keep_default_na=False)
+    bdr = ranks[ranks["defense"] == "bdr"].set_index("method")
+    # strong and twin are identical, close is within 2 x 1.0 of them, middle is not.
+    assert bdr.loc[["strong", "twin", "close", "flip", "middle", "weak"], "rank"].tolist() == ["1", "1", "1", "1", "3", "4"]
+    assert bdr.loc["clean", "rank"] == "" and bdr.loc["strong", "ties_with"] == "close flip twin"
+    best = ranks[ranks["attacker_best"]].set_index("method")
+    assert best["defense"].to_dict() == {
+        "clean": "none", "close": "bdr", "flip": "bdr", "middle": "bdr", "strong": "bdr", "twin": "bdr", "weak": "none",
+    }
+    assert best.loc["middle", "best_rank"] == "3" and best.loc["middle", "best_ties_with"] == "close flip"
+    assert best.loc["weak", "best_rank"] == "6" and best.loc["weak", "best_ties_with"] == ""
+
+    rows = _markdown_rows(report.texts["attack_defense.md"].split("## Attack x defense")[1])
+    # clean first, then by the rank at the best defense, then mean, then name.
+    assert [row[2] for row in rows] == ["clean", "flip", "strong", "twin", "close", "middle", "weak"]
+    strong = rows[2]
+    assert strong[3:] == ["61.00 ± 1.00 (=3)", "70.50 ± 0.50 (=1)", "bdr", "=1", "close, flip, twin"]
+    assert rows[0][3:7] == ["81.00 ± 1.00", "75.00 ± 1.00", "none", "ref"]
+    assert rows[5][6] == "3" and rows[6][6] == "6"
+
+
+def test_summary_is_clean_normalised_mean_std_with_tie_aware_ranks(seeded_victim_results):
+    report = _seeded_report(seeded_victim_results)
+    _close_figures(report)
+    rows = _markdown_rows(report.texts["summary.md"])
+    assert rows == [
+        ["ref", "clean", "100.0 ± 1.2", "100.0 ± 1.2", "none", ""],
+        ["=1", "flip", "86.4 ± 12.3", "86.6 ± 2.5", "bdr", "close, middle, strong, twin"],
+        ["=1", "strong", "75.3 ± 1.2", "87.0 ± 0.6", "bdr", "close, flip, twin"],
+        ["=1", "twin", "75.3 ± 1.2", "87.0 ± 0.6", "bdr", "close, flip, strong"],
+        ["=1", "close", "63.0 ± 1.2", "88.3 ± 1.2", "bdr", "flip, middle, strong, twin"],
+        ["3", "middle", "69.1 ± 1.2", "90.1 ± 0.6", "bdr", "close, flip"],
+        ["6", "weak", "97.5 ± 1.2", "97.5 ± 1.2", "none", "none"],
+    ]
+    text = report.texts["summary.md"]
+    assert "percentage of the clean victim's 81.0 ± 1.0 (defense none)" in text and "over 3 seeds" in text
+    summary = pd.read_csv(io.StringIO(report.texts["summary.csv"]))
+    flip = summary.set_index("method").loc["flip"]
+    # The attacker's best defense is chosen on the seed-mean (bdr 70.17 > none 70.00), not per seed.
+    assert flip["best_defense"] == "bdr" and flip["best_mean"] == pytest.approx(np.mean(SEEDED_SCORES["flip"]["bdr"]))
+    assert flip["best_pct_of_clean_mean"] == pytest.approx(100 * flip["best_mean"] / 81.0)
+    assert flip["best_pct_of_clean_std"] == pytest.approx(100 * np.std(SEEDED_SCORES["flip"]["bdr"], ddof=1) / 81.0)
+
+
+def test_summary_is_deterministic_and_matches_the_leaderboard(seeded_victim_results, tmp_path):
+    from mtlue.leaderboard import build_leaderboard
+
+    first = _seeded_report(seeded_victim_results)
+    _close_figures(first)
+    records = collect_victims(seeded_victim_results, "shapes")
+    shuffled = summarize_dataset(list(reversed(records)))
+    assert shuffled.markdown() == first.texts["summary.md"] and shuffled.csv() == first.texts["summary.csv"]
+    board = build_leaderboard(seeded_victim_results)
+    board.figures.clear()
+    summary = pd.read_csv(io.StringIO(first.texts["summary.csv"]), keep_default_na=False).set_index("method")
+    for entry in board.entries:
+        row = summary.loc[entry["method"]]
+        assert (float(row["best_mean"]), float(row["best_std"]), row["best_defense"]) == (entry["score"], entry["score_std"], entry["best_defense"])
+        assert row["rank"] == ("" if entry["rank"] is None else str(entry["rank"]))
+        assert row["ties_with"] == " ".join(entry["ties_with"])
+
+
+def test_one_seed_shows_means_only_and_ranks_nothing(seeded_victim_results):
+    report = _seeded_report(seeded_victim_results, seeds=(0,))
+    _close_figures(report)
+    for name in ("scores.md", "attack_defense.md", "summary.md"):
+        cells = [cell for row in _all_table_rows(report.texts[name]) for cell in row]
+        assert cells and not any("±" in cell or cell.startswith("=") or cell.endswith(")") for cell in cells), name
+    rows = _markdown_rows(report.texts["summary.md"])
+    assert [row[0] for row in rows] == ["ref", "–", "–", "–", "–", "–", "–"]
+    # Listed by the mean at the best defense (seed 0: strong 70, close 70.5, twin 71, flip 72, ...), not ranked.
+    assert [row[1] for row in rows] == ["clean", "strong", "close", "twin", "flip", "middle", "weak"]
+    assert rows[1][2:] == ["75.0", "87.5", "bdr", "all others"]
+    assert "Not ranked: with one seed no difference can be told from seed noise" in report.texts["summary.md"]
+    assert "One seed: with one seed no difference" in report.texts["attack_defense.md"]
+    ranks = pd.read_csv(io.StringIO(report.texts["attack_defense.csv"]), keep_default_na=False)
+    assert (ranks["rank"] == "").all() and (ranks["best_rank"] == "").all() and (ranks["std"] == "").all()
+    scores = pd.read_csv(io.StringIO(report.texts["scores.csv"]))
+    assert scores["score_std"].isna().all() and not (scores.filter(like="_std") == 0).any().any()
+    summary = pd.read_csv(io.StringIO(report.texts["summary.csv"]))
+    assert summary["rank"].isna().all() and summary["best_std"].isna().all()
+
+
+def test_cells_with_different_seeds_say_their_own_number(seeded_victim_results, tmp_path):
+    results = tmp_path / "results"
+    shutil.copytree(seeded_victim_results, results)
+    shutil.rmtree(results / "shapes" / "victims" / "weak" / "test_resnet" / "ew" / "bdr" / "seed2")
+    report = _seeded_report(results)
+    _close_figures(report)
+    assert "| weak | 79.00 ± 1.00 (n=3) | 73.50 ± 0.71 (n=2) |" in report.texts["scores.md"]
+    assert "over the seeds given as (n=k) in each cell" in report.texts["attack_defense.md"]
+    assert "- weak: 1 of 6 victims not measured (e.g. test_resnet/ew/bdr/seed2)" in report.texts["summary.md"]
+    assert "| weak |" not in report.texts["summary.md"]
+
+
+# --- both together: the † of a cut-off poison beside mean ± std and tie-aware ranks -------------------
+
+
+def test_a_cut_off_poison_is_marked_beside_its_ranks_in_every_table(seeded_cut_off_results):
+    report = build_dataset_report(seeded_cut_off_results, "shapes")
+    _close_figures(report)
+    footnote = "- close: max_rounds = 3 reached after 3 round(s) (train_error 0.4); rule: surrogate training error <= 0.01"
+    for name in ("scores.md", "attack_defense.md", "summary.md"):
+        text = report.texts[name]
+        assert "† Generation cut off by its cap before its stop rule held" in text and footnote in text, name
+        assert "| close |" not in text and "| close † |" in text, name
+    assert "| close † | 51.00 ± 1.00 | 71.50 ± 1.00 |" in report.texts["scores.md"]
+    assert "| close † | test_resnet | ew | bdr | 3 | 71.50 ± 1.00 |" in report.texts["scores.md"]
+    rows = _markdown_rows(report.texts["attack_defense.md"].split("## Attack x defense")[1])
+    # The mark changes no order and no rank; ties name the method plainly.
+    assert [row[2] for row in rows] == ["clean", "flip", "strong", "twin", "close †", "middle", "weak"]
+    assert rows[4][3:] == ["51.00 ± 1.00 (=1)", "71.50 ± 1.00 (=1)", "bdr", "=1", "flip, middle, strong, twin"]
+    assert rows[2][7] == "close, flip, twin"
+    summary = _markdown_rows(report.texts["summary.md"])
+    assert summary[4] == ["=1", "close †", "63.0 ± 1.2", "88.3 ± 1.2", "bdr", "flip, middle, strong, twin"]
+    assert [row[1] for row in summary] == ["clean", "flip", "strong", "twin", "close †", "middle", "weak"]
+    scores = pd.read_csv(io.StringIO(report.texts["scores.csv"]))
+    assert set(scores.loc[scores["method"] == "close", "stopped_by"]) == {"cap"}
+    assert set(scores.loc[scores["method"] != "close", "stopped_by"]) == {"closed_form"}
+    for name in ("attack_defense.csv", "summary.csv"):
+        assert "†" not in report.texts[name]

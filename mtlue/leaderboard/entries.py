@@ -1,16 +1,23 @@
 """Leaderboard entries: one per (method, dataset, protocol), computed from measured victims only.
 
 **Score.** For each defense d of the protocol, the per-defense score is the mean headline score
-(:mod:`mtlue.report.scores`) over every backbone x weighting x seed of the protocol: the
-attacker commits to a defense, not to a lucky seed or a per-backbone choice, and the mean is
-what they can expect from it. The entry's score is the best per-defense score (the attacker
-picks the defense that recovers the most; ties go to the defense listed first, ``none`` first):
-``score = max_d mean_{b,w,s} headline(method, b, w, d, s)``. Lower means better protection.
+(:mod:`mtlue.report.scores`) over every backbone x weighting x seed of the protocol, with its
+sample standard deviation over seeds (of the mean over backbones x weightings, so the std is
+seed noise: :mod:`mtlue.leaderboard.measure`). The attacker commits to a defense, not to a lucky
+seed or a per-backbone choice, and picks the one with the highest mean (ties go to the defense
+listed first, ``none`` first): ``score = max_d mean_{b,w,s} headline(method, b, w, d, s)``.
+Lower means better protection.
 
-Beside it: the defense that achieved it, the undefended score (``none``; null when the protocol
-has no ``none``), the clean score (the ``clean`` method's score under the same rule and
-protocol), delta-m at the best defense, and per defense the score, its sample standard deviation
-over the same victims (null for one victim), the mean delta-m and the number of victims.
+Beside it, each as mean (``*_score``) and std over seeds (``*_std``; null with one seed, never
+0), with the protocol's number of seeds (``n_seeds``): the score at the best defense and the
+defense itself, the undefended score (``none``; null when the protocol has no ``none``), the
+clean score (the ``clean`` method's score under the same rule and protocol); delta-m at the best
+defense; per defense the score, its std, the seeds, the mean delta-m and the number of victims.
+
+**Rank.** ``rank`` and ``ties_with`` come from :func:`mtlue.leaderboard.ranking.entry_ranks`, the
+tie rule of :mod:`mtlue.report.ties` applied to the scores at the best defense: rank 1 + the
+number of methods better beyond twice the larger std, ``ties_with`` the methods within it. The
+clean reference is not ranked (null, no ties), and with one seed nothing is: every rank is null.
 
 **Convergence.** How the poison's generation ended, from its card without the per-step history
 (:mod:`mtlue.poisons.convergence`): a method whose run a cap cut short (``converged`` false) is
@@ -23,35 +30,22 @@ for ``clean``; incomplete methods are reported as skipped, never filled in.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
-from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from mtlue.report.collect import CLEAN, NO_DEFENSE, ReportError, VictimRecord, method_order
-from mtlue.report.frame import victim_frame
+from mtlue.report.collect import VictimRecord
 from mtlue.report.poisons import poison_card
 from mtlue.report.scores import headline_label, headline_name
 
+from .measure import Skipped, measure
 from .protocol import Protocol
 from .provenance import git_commit
+from .ranking import entry_ranks
 from .schema import ENTRY_FORMAT, validate_entry
 
 __all__ = ["Skipped", "build_entries"]
-
-
-@dataclass(frozen=True)
-class Skipped:
-    """A method without an entry, and why (shown on the rendered leaderboard)."""
-
-    dataset: str
-    protocol: str
-    method: str
-    reason: str
 
 
 def build_entries(
@@ -67,60 +61,39 @@ def build_entries(
     ``methods`` defaults to every method with a victim; ``clean`` is always included, as the
     reference. Raises ReportError for inconsistent inputs (a stale poison card, ...).
     """
-    if not records:
-        raise ReportError(f"protocol {protocol.name!r}: no victims given")
-    dataset = records[0].dataset
-    tasks = records[0].tasks
-    wanted = method_order([*(methods or {r.method for r in records}), CLEAN])
-    # Clean references need the undefended clean victims even when the protocol lists no `none`.
-    scored = [r for r in records if r.method in wanted and protocol.covers(r) or (r.method == CLEAN and _reference(r, protocol))]
-    if not scored:
-        return [], [Skipped(dataset, protocol.name, method, "no victim of the protocol was measured") for method in wanted]
-    frame = victim_frame(scored)
-    frame = frame[frame["defense"].isin(protocol.defenses)]
-    cells = protocol.cells()
-    complete, skipped = {}, []
-    for method in wanted:
-        rows = frame[frame["method"] == method]
-        found = set(zip(rows["backbone"], rows["weighting"], rows["defense"], rows["seed"]))
-        missing = [cell for cell in cells if cell not in found]
-        if missing:
-            example = "/".join(map(str, missing[0][:3])) + f"/seed{missing[0][3]}"
-            skipped.append(Skipped(dataset, protocol.name, method, f"{len(missing)} of {len(cells)} victims not measured (e.g. {example})"))
-        else:
-            complete[method] = rows
-    if CLEAN not in complete:
-        reasons = {item.method: item.reason for item in skipped}
-        return [], [
-            Skipped(dataset, protocol.name, method, reasons[CLEAN] if method == CLEAN else f"no complete clean baseline ({reasons[CLEAN]})")
-            for method in wanted
-        ]
-    per_defense = {method: _per_defense(rows, protocol) for method, rows in complete.items()}
-    clean_score, _ = _best(per_defense[CLEAN], protocol)
+    measured = measure(records, protocol, methods)
+    clean = measured.clean
+    if clean is None:
+        return [], measured.skipped
+    dataset, tasks = measured.dataset, measured.tasks
     commit = commit or git_commit()
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     from mtlue import __version__
 
     entries = []
-    for method, rows in complete.items():
-        score, best = _best(per_defense[method], protocol)
-        method_records = [r for r in scored if r.method == method and protocol.covers(r)]
+    for method, scores in measured.methods.items():
+        method_records = [r for r in records if r.method == method and protocol.covers(r)]
+        undefended = scores.undefended
         card = poison_card(results, dataset, method, method_records)
         convergence = None if card is None or card.convergence is None else card.convergence.to_json()
         if convergence is not None:
             del convergence["history"]
-        entry = {
+        entries.append({
             "format": ENTRY_FORMAT,
             "method": method,
             "dataset": {"name": dataset, "tasks": [task.name for task in tasks]},
             "protocol": protocol.to_json(),
             "headline": {"name": headline_name(tasks), "label": headline_label(tasks)},
-            "score": score,
-            "best_defense": best,
-            "undefended_score": per_defense[method][NO_DEFENSE]["score"] if NO_DEFENSE in protocol.defenses else None,
-            "clean_score": clean_score,
-            "delta_m": per_defense[method][best]["delta_m"],
-            "per_defense": per_defense[method],
+            "n_seeds": len(protocol.seeds),
+            "score": scores.best.score.mean,
+            "score_std": scores.best.score.std,
+            "best_defense": scores.best_defense,
+            "undefended_score": None if undefended is None else undefended.score.mean,
+            "undefended_std": None if undefended is None else undefended.score.std,
+            "clean_score": clean.best.score.mean,
+            "clean_std": clean.best.score.std,
+            "delta_m": scores.best.delta_m,
+            "per_defense": {defense: cell.to_json() for defense, cell in scores.per_defense.items()},
             "convergence": convergence,
             "provenance": {
                 "git_commit": commit,
@@ -129,42 +102,15 @@ def build_entries(
                 "train_content_hash": records[0].train_content_hash,
                 "test_content_hash": records[0].test_content_hash,
                 "seeds": list(protocol.seeds),
-                "victims": len(rows),
+                "victims": sum(cell.victims for cell in scores.per_defense.values()),
                 "date": created,
                 "mtlue_version": __version__,
             },
-        }
-        validate_entry(entry, f"entry {dataset}/{protocol.name}/{method}")
-        entries.append(entry)
-    return entries, skipped
-
-
-def _reference(record: VictimRecord, protocol: Protocol) -> bool:
-    return (
-        record.defense == NO_DEFENSE and record.mode == protocol.mode and record.backbone in protocol.backbones
-        and record.weighting in protocol.weightings and record.seed in protocol.seeds
-    )
-
-
-def _per_defense(rows: Any, protocol: Protocol) -> dict[str, dict[str, Any]]:
-    cells = {}
-    for defense in protocol.defenses:
-        group = rows[rows["defense"] == defense]
-        scores = group["score"].to_numpy(dtype=float)
-        deltas = group["delta_m"].to_numpy(dtype=float)
-        cells[defense] = {
-            "score": float(np.mean(scores)),
-            "score_std": float(np.std(scores, ddof=1)) if len(scores) > 1 else None,
-            "delta_m": float(np.mean(deltas)) if np.isfinite(deltas).all() else None,
-            "victims": int(len(group)),
-        }
-    return cells
-
-
-def _best(cells: dict[str, dict[str, Any]], protocol: Protocol) -> tuple[float, str]:
-    """The attacker's best per-defense score and its defense; ties go to the earlier defense."""
-    best = max(protocol.defenses, key=lambda defense: (cells[defense]["score"], -protocol.defenses.index(defense)))
-    score = cells[best]["score"]
-    if not math.isfinite(score):
-        raise ReportError(f"defense {best!r} has a non-finite score {score}")
-    return score, best
+        })
+    ranks = entry_ranks(entries)
+    for entry in entries:
+        ranked = ranks.get(entry["method"])
+        entry["rank"] = None if ranked is None else ranked.rank
+        entry["ties_with"] = [] if ranked is None else list(ranked.ties_with)
+        validate_entry(entry, f"entry {dataset}/{protocol.name}/{entry['method']}")
+    return entries, measured.skipped

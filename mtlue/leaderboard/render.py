@@ -1,25 +1,29 @@
 """The rendered leaderboard: Markdown, one self-contained HTML page, and the plots.
 
 One board per (dataset, protocol): the clean reference row, then the ranked methods
-(:mod:`mtlue.leaderboard.ranking`), the per-defense scores, the methods skipped for missing
-victims, and two plots (score per method with the clean score as a line, and the method x
-defense heat map). A method whose poison's generation a cap cut off before its stop rule held
-(entry ``convergence.converged`` false) is marked † and a note under the table names the cap.
-The HTML page escapes every text it shows and embeds the plots as data URIs, so it can be
-opened or mailed as one file.
+(:mod:`mtlue.leaderboard.ranking`: tied methods share a rank, shown as ``=2``, and list each
+other under "Ties with"; with one seed nothing is ranked), every score as mean ± std over
+seeds, the per-defense scores, the methods skipped for missing victims, and two plots (score
+per method with the clean score as a line, and the method x defense heat map). A method whose
+poison's generation a cap cut off before its stop rule held (entry ``convergence.converged``
+false) is marked † after its name and a note under the table names the cap; the mark is only
+displayed, ranks and "Ties with" use the plain method names. The HTML page escapes every text
+it shows and embeds the plots as data URIs, so it can be opened or mailed as one file.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from mtlue.report.collect import CLEAN, defense_order
 from mtlue.report.poisons import CUT_OFF_MARK
-from mtlue.report.tables import format_number, markdown_table
+from mtlue.report.tables import format_number, markdown_table, mean_std
+from mtlue.report.ties import NOT_RANKED, RANK_RULE, STD_CONVENTION, TieRank, ties_label
 
 from .entries import Skipped
 from .ranking import rank_entries
@@ -31,8 +35,9 @@ TITLE = "Unlearnable examples against multi-task learning: leaderboard"
 INTRODUCTION = (
     "Each row is a UE method protecting a dataset. Score: the victim's headline score (mean accuracy or AUC in "
     "percent over the classification tasks; delta-m against clean in percent on dense-only datasets) under the "
-    "defense that suits the attacker best, averaged over the protocol's backbones, weightings and seeds. "
-    "Lower means better protection. The clean row is the unprotected reference and is not ranked. "
+    "defense that suits the attacker best (the highest mean), averaged over the protocol's backbones, weightings and "
+    "seeds, shown as mean ± std over seeds. Lower means better protection. Differences within twice the larger std "
+    "are ties, not ranks. The clean row is the unprotected reference and is not ranked. "
     "Every number is measured by this benchmark's victims; numbers reported in the paper are only in their own, "
     "labelled column."
 )
@@ -44,7 +49,7 @@ class Board:
     protocol: dict[str, Any]
     label: str
     reference: dict[str, Any] | None
-    ranked: list[tuple[int, dict[str, Any]]]
+    ranked: list[tuple[str, dict[str, Any]]]
     skipped: list[Skipped] = field(default_factory=list)
 
     @property
@@ -60,9 +65,13 @@ class Board:
         return list(self.protocol["defenses"])
 
     def rows(self) -> list[tuple[str, dict[str, Any]]]:
-        """(rank text, entry): the reference first, then the ranked entries."""
+        """(rank label, entry): the reference first, then the ranked entries."""
         first = [("ref", self.reference)] if self.reference is not None else []
-        return first + [(str(rank), entry) for rank, entry in self.ranked]
+        return first + list(self.ranked)
+
+    @property
+    def n_seeds(self) -> int:
+        return self.rows()[0][1]["n_seeds"]
 
 
 def group_boards(entries: Sequence[dict[str, Any]], skipped: Sequence[Skipped] = ()) -> list[Board]:
@@ -81,7 +90,7 @@ def group_boards(entries: Sequence[dict[str, Any]], skipped: Sequence[Skipped] =
 
 
 def _header(board: Board) -> list[str]:
-    header = ["Rank", "Method", "Score (attacker's best defense)", "Best defense", "Undefended", "Clean", "Δm (%)"]
+    header = ["Rank", "Method", "Score (attacker's best defense)", "Best defense", "Undefended", "Clean", "Δm (%)", "Ties with"]
     header += [f"{defense} ± std" for defense in board.defenses]
     if reported_applies(board.dataset, board.protocol):
         header.append(f"Undefended, {REPORTED_LABEL}")
@@ -114,17 +123,36 @@ def _cells(board: Board, rank: str, entry: Mapping[str, Any]) -> list[str]:
     if _cut_off(entry):
         method = f"{method} {CUT_OFF_MARK}"
     cells = [
-        rank, method, format_number(entry["score"]), entry["best_defense"], format_number(entry["undefended_score"]),
-        format_number(entry["clean_score"]), format_number(entry["delta_m"]),
+        rank, method, _estimate(entry["score"], entry["score_std"]), entry["best_defense"],
+        _estimate(entry["undefended_score"], entry["undefended_std"]), _estimate(entry["clean_score"], entry["clean_std"]),
+        format_number(entry["delta_m"]), _ties(board, entry),
     ]
     for defense in board.defenses:
         cell = entry["per_defense"][defense]
-        std = "" if cell["score_std"] is None else f" ± {format_number(cell['score_std'])}"
-        cells.append(f"{format_number(cell['score'])}{std}")
+        cells.append(_estimate(cell["score"], cell["score_std"]))
     if reported_applies(board.dataset, board.protocol):
         reported = reported_score(entry)
         cells.append("" if reported is None else format_number(reported))
     return cells
+
+
+def _estimate(mean: float | None, std: float | None) -> str:
+    """"mean ± std", the mean alone with one seed, "n/a" without a mean."""
+    return "n/a" if mean is None else mean_std(mean, math.nan if std is None else std)
+
+
+def _ties(board: Board, entry: Mapping[str, Any]) -> str:
+    if entry["method"] == CLEAN:
+        return ""
+    ranks = {other["method"]: TieRank(other["rank"], tuple(other["ties_with"])) for _, other in board.ranked}
+    return ties_label(entry["method"], ranks)
+
+
+def _noise_text(board: Board) -> str:
+    """How to read the ± and the ranks of ``board``."""
+    if board.n_seeds < 2:
+        return f"One seed: the mean over backbones x weightings; {STD_CONVENTION}. Not ranked: {NOT_RANKED}."
+    return f"Mean ± std over {board.n_seeds} seeds of the mean over backbones x weightings; {STD_CONVENTION}. Ranks: {RANK_RULE}."
 
 
 def _protocol_text(board: Board) -> str:
@@ -154,6 +182,7 @@ def render_markdown(boards: Sequence[Board]) -> str:
             lines.append(markdown_table(_header(board), [_cells(board, rank, entry) for rank, entry in board.rows()]))
             if _cut_off_note(board):
                 lines += [_cut_off_note(board), ""]
+            lines += [_noise_text(board), ""]
             if reported_applies(board.dataset, board.protocol):
                 lines += [f"Reported column: {SOURCE}.", ""]
             lines += [f"Provenance: {_provenance_text(board)}.", ""]
@@ -192,6 +221,7 @@ def render_html(boards: Sequence[Board], images: Mapping[str, bytes]) -> str:
             parts.append("</tbody></table>")
             if _cut_off_note(board):
                 parts.append(f'<p class="note">{e(_cut_off_note(board))}</p>')
+            parts.append(f'<p class="note">{e(_noise_text(board))}</p>')
             if reported_applies(board.dataset, board.protocol):
                 parts.append(f'<p class="note">Reported column: {e(SOURCE)}.</p>')
             parts.append(f'<p class="note">Provenance: {e(_provenance_text(board))}.</p>')
@@ -218,16 +248,18 @@ def board_figures(board: Board) -> dict[str, Any]:
     figure, axis = plt.subplots(figsize=(max(4.0, 1.2 + 0.6 * len(rows)), 3.4))
     names = [entry["method"] for _, entry in rows]
     scores = [entry["score"] for _, entry in rows]
-    errors = [entry["per_defense"][entry["best_defense"]]["score_std"] or 0.0 for _, entry in rows]
+    errors = [entry["score_std"] or 0.0 for _, entry in rows]
     colours = ["#888888" if entry["method"] == CLEAN else "#3b75af" for _, entry in rows]
     axis.bar(range(len(rows)), scores, yerr=errors, capsize=2, color=colours)
     if board.reference is not None:
         axis.axhline(board.reference["score"], color="black", linestyle="--", linewidth=1, label="clean")
         axis.legend(fontsize=7)
     axis.axhline(0.0, color="black", linewidth=0.5)
-    axis.set_xticks(range(len(rows)), [f"{rank}. {name}" if rank != "ref" else name for (rank, _), name in zip(rows, names)], rotation=30, ha="right", fontsize=8)
+    axis.set_xticks(range(len(rows)), [name if rank in ("ref", "–") else f"{rank}. {name}" for (rank, _), name in zip(rows, names)], rotation=30, ha="right", fontsize=8)
     axis.set_ylabel(f"{board.label}, best defense", fontsize=8)
-    axis.set_title(f"{title}: lower = better protection", fontsize=9)
+    seeds = board.n_seeds
+    noise = f"± std over {seeds} seeds, =r: tied" if seeds > 1 else "one seed: not ranked"
+    axis.set_title(f"{title}: lower = better protection ({noise})", fontsize=9)
 
     defenses = defense_order(board.defenses)
     index = pd.MultiIndex.from_tuples(

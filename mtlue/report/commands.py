@@ -23,7 +23,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         "report",
         help="tables and plots of one dataset's victims (CSV, Markdown, PNG)",
         description="Render one dataset's victims into score tables (mean ± std over seeds, delta-m against clean), "
-        "the attack x defense matrix and plots (layout: mtlue.report.build).",
+        "the attack x defense table with tie-aware ranks, a README summary and plots (layout: mtlue.report.build).",
     )
     report.add_argument("--results", default="results", help="the workflow's results folder (default: %(default)s)")
     report.add_argument("--dataset", required=True, help="dataset folder under --results")
@@ -63,7 +63,8 @@ def _report(args: argparse.Namespace) -> None:
 
     try:
         selection, config_hash = _selection(args)
-        report = build_dataset_report(args.results, args.dataset, selection, config_hash)
+        protocol, _ = _selection(args, protocol=True)
+        report = build_dataset_report(args.results, args.dataset, selection, config_hash, protocol)
     except ReportError as error:
         raise CommandError(str(error)) from error
     written = report.write(args.out)
@@ -85,5 +86,7 @@ def _leaderboard(args: argparse.Namespace) -> None:
     for item in board.skipped:
         print(f"not ranked: {item.dataset}/{item.protocol}/{item.method}: {item.reason}", file=sys.stderr)
     for entry in board.entries:
-        print(f"{entry['dataset']['name']} {entry['protocol']['name']} {entry['method']}: {entry['score']:.2f} ({entry['best_defense']})")
+        std = "" if entry["score_std"] is None else f" ± {entry['score_std']:.2f}"
+        rank = "ref" if entry["method"] == "clean" else "not ranked" if entry["rank"] is None else f"rank {entry['rank']}"
+        print(f"{entry['dataset']['name']} {entry['protocol']['name']} {entry['method']}: {entry['score']:.2f}{std} ({entry['best_defense']}, {rank})")
     print(f"{len(board.entries)} entries -> {args.out}", file=sys.stderr)

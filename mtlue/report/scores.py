@@ -16,6 +16,10 @@ average exactly 0.
 
 **Delta-m** (:func:`victim_delta_m`): :func:`victims.summary.delta_m` of the victim's final
 metrics against its clean reference, over every metric of every task (Maninis et al., 2019).
+
+**The attacker's best defense** (:func:`attacker_best`): the defense with the highest mean score
+over seeds, the one place the choice is made for the tables and the leaderboard. It is chosen on
+the seed-mean, not per seed: the attacker commits to a defense before seeing which seed it gets.
 """
 
 from __future__ import annotations
@@ -29,7 +33,15 @@ from victims.summary import MetricError, delta_m
 
 from .collect import CLEAN, NO_DEFENSE, ReportError, VictimRecord
 
-__all__ = ["CleanReferences", "clean_reference", "headline_label", "headline_name", "headline_score", "victim_delta_m"]
+__all__ = [
+    "CleanReferences",
+    "attacker_best",
+    "clean_reference",
+    "headline_label",
+    "headline_name",
+    "headline_score",
+    "victim_delta_m",
+]
 
 TaskResults = Mapping[str, Mapping[str, float]]
 #: (backbone, weighting, mode) -> per-metric mean of the clean victims over seeds.
@@ -85,6 +97,21 @@ def clean_reference(records: Iterable[VictimRecord]) -> CleanReferences:
         }
         for key, group in grouped.items()
     }
+
+
+def attacker_best(mean_scores: Mapping[str, float], defenses: Sequence[str]) -> str:
+    """The defense of ``defenses`` with the highest mean score; a tie goes to the one listed first.
+
+    ``mean_scores`` maps each defense to its score's mean over seeds (module docstring).
+    """
+    missing = [defense for defense in defenses if defense not in mean_scores]
+    if not defenses or missing:
+        raise ReportError(f"the attacker's best defense needs a score for every defense; missing {missing or 'all'}")
+    broken = [defense for defense in defenses if not np.isfinite(mean_scores[defense])]
+    if broken:
+        raise ReportError(f"defense(s) {broken} have a non-finite mean score; the attacker's best defense is undefined")
+    order = list(defenses)
+    return max(order, key=lambda defense: (mean_scores[defense], -order.index(defense)))
 
 
 def _delta_m(metrics: TaskResults, clean: TaskResults, tasks: Sequence[Task]) -> float:

@@ -39,6 +39,7 @@ rule report_tables:
         tables=f"{RESULTS}/{{dataset}}/tables/scores.md",
         matrix=f"{RESULTS}/{{dataset}}/tables/attack_defense.md",
         csv=f"{RESULTS}/{{dataset}}/tables/victims.csv",
+        summary=f"{RESULTS}/{{dataset}}/tables/summary.md",
         scores=report(f"{RESULTS}/{{dataset}}/tables/scores.png", category="Results", subcategory="{dataset}", caption="../report/scores.rst"),
         heatmap=report(
             f"{RESULTS}/{{dataset}}/tables/attack_defense.png", category="Results", subcategory="{dataset}", caption="../report/attack_defense.rst"
