@@ -358,7 +358,7 @@ class StripesMethod(ClasswiseMethod):
     description = "random horizontal stripes, one pattern per task and class"
     Hyperparameters = StripesHyperparameters
 
-    def class_patterns(self, rng, classes, shape):
+    def class_patterns(self, rng, classes, shape, epsilon):
         channels, height, width = shape
         stripes = -(-height // self.hyperparameters.width)
         signs = rng.choice(np.array([-1.0, 1.0]), size=(classes, channels, stripes, 1))
