@@ -23,14 +23,18 @@ victims' own ``train_step`` with equal task weights (EW: the same mean) and the 
 (``victims.TrainConfig`` defaults: Adam 1e-3, weight decay 1e-4, gradient clipping at 5, as
 MTL-UE's EM surrogate; Huang et al. trained theirs with SGD).
 
-Augmentation: none while the noise is made (``augment=False``), as in Huang et al.'s
-perturbation.py, whose sample-wise search builds its data with ``no_train_augments=True``: the
-surrogate's steps, the PGD steps and the stop check all see the (centre-cropped) images as they
-are. The victim still trains with random crops and flips, which this noise survives (Huang et
-al.'s CIFAR-10 victims are trained with them). Optimising through random crops instead
-(``augment=True``) asks each sample's noise to work under every crop, and the min-min game then
-converges far more slowly: on the single-task sanity protocol the surrogate's error was still
-0.19 after 14 rounds with crops, and 0.001 after 4 rounds without.
+Augmentation: through the victim's random crop + flip, drawn per sample and step
+(``augment=True``), which is where we leave Huang et al. Their perturbation.py makes sample-wise
+noise without augmentation (``no_train_augments=True``) for CIFAR ResNets whose stem keeps full
+resolution, so the noise still works when the victim shifts and flips the image. The benchmark's
+victims are MTL-UE's: an ImageNet stem (stride 4 before the first block) even on small images,
+which samples the input on a 4-pixel grid, and a random 28 px crop of a 32 px image moves noise
+made for one alignment off that grid. Measured on single-task digit classification (a prototype
+of photodigits, 4,800 training images, test_resnet surrogate and victims, 30 epochs): noise made without augmentation is a perfect
+shortcut for a victim that trains without crops (10 %, chance) and almost none for the standard
+victim (60 % against 82 % clean); made through the crops it brings the standard victim to 17 %.
+The price is convergence: 4 rounds to a 0.1 % surrogate error without augmentation, about 30 to
+reach 1 % through the crops. ``augment=False`` gives Huang et al.'s setting.
 
 Our decisions where neither paper says:
 
@@ -75,8 +79,8 @@ class EMHyperparameters(PGDHyperparameters):
     stop_error: float = 0.01
     #: Cap on the rounds (MTL-UE's multi-class EM: 100 epochs; the original has none).
     max_rounds: int = 100
-    #: Huang et al. make the noise without augmentation (see the module docstring).
-    augment: bool = False
+    #: Through the victim's crops and flips (Huang et al.: without; see the module docstring).
+    augment: bool = True
     #: The surrogate network: the victim's architecture (MTL-UE: ResNet-18).
     backbone: str = "resnet18"
     stem: str = "release"
