@@ -133,3 +133,38 @@ def test_each_seed_is_its_own_mlflow_run(tiny_shapes, tmp_path, capsys):
     assert sorted(run.data.tags["seed"] for run in runs) == ["0", "1"]
     assert all(run.info.status == "FINISHED" and run.data.tags["method"] == "clean" for run in runs)
     assert sorted(run.data.params["out"] for run in runs) == [str(tmp_path / f"seed{seed}" / "metrics.json") for seed in (0, 1)]
+
+
+def test_as_a_program_the_job_reports_its_phases_and_leaves_a_complete_store(tiny_shapes, tmp_path):
+    """`python -m mtlue victim` as the workflow runs it: the exit line counts one work span per
+    seed, and the MLflow runs are in mlflow.db itself although the collector is frozen at exit."""
+    import os
+    import sqlite3
+    import subprocess
+    import sys
+
+    from mtlue.timing import ENVIRONMENT_VARIABLE, parse_line
+
+    root = Path(__file__).resolve().parents[1]
+    environment = {
+        **os.environ, ENVIRONMENT_VARIABLE: "1",
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")])),
+    }
+    database = tmp_path / "mlflow.db"
+    command = [
+        sys.executable, "-m", "mtlue", "victim", "--data", str(tiny_shapes.root), *FAST, "--epochs", "1", "--seed", "0", "1",
+        "--out", str(tmp_path / "seed{seed}.json"), "--tracking-uri", f"sqlite:///{database}",
+    ]
+    result = subprocess.run(command, capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr
+    (record,) = [record for line in result.stderr.splitlines() if (record := parse_line(line))]
+    assert record["command"] == "victim" and record["work_spans"] == 2
+    assert record["startup_seconds"] > 0 and record["work_seconds"] >= record["busy_seconds"] > 0
+    copy = tmp_path / "copy" / "mlflow.db"
+    copy.parent.mkdir()
+    copy.write_bytes(database.read_bytes())
+    connection = sqlite3.connect(copy)
+    try:
+        assert connection.execute("select status, count(*) from runs group by status").fetchall() == [("FINISHED", 2)]
+    finally:
+        connection.close()
