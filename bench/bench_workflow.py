@@ -202,8 +202,6 @@ def print_seeds(seeds: list[dict[str, Any]]) -> None:
 
 def print_workflow(run: Run, cores: int) -> None:
     jobs = run.jobs
-    if not jobs:
-        return
     job_wall = sum((job["startup_seconds"] or 0.0) + job["work_seconds"] + job["shutdown_seconds"] for job in jobs)
     job_cpu = sum(sum(value or 0.0 for value in job["cpu_seconds"].values()) for job in jobs)
     starts = [job["process_started"] for job in jobs if job["process_started"] is not None]
@@ -213,10 +211,10 @@ def print_workflow(run: Run, cores: int) -> None:
     print(f"  wall time            {wall:8.1f} s{'' if run.wall is not None else ' (first job start to last job exit)'}")
     if run.cpu is not None:
         print(f"  CPU, all processes   {run.cpu:8.1f} s (Snakemake and every job)")
-        print(f"  CPU of the jobs      {job_cpu:8.1f} s ({share(job_cpu, run.cpu).strip()}; the rest: Snakemake, shells, interpreter teardown)")
-    else:
-        print(f"  CPU of the jobs      {job_cpu:8.1f} s")
-    print(f"  cores busy           {share(job_wall, wall * cores).strip()} of {cores} x wall (job wall {job_wall:.1f} s)")
+    if jobs:
+        of_total = f" ({share(job_cpu, run.cpu).strip()}; the rest: Snakemake, shells, interpreter teardown)" if run.cpu else ""
+        print(f"  CPU of the jobs      {job_cpu:8.1f} s{of_total}")
+        print(f"  cores busy           {share(job_wall, wall * cores).strip()} of {cores} x wall (job wall {job_wall:.1f} s)")
     if run.untimed_logs:
         print(f"  logs without a timing line: {len(run.untimed_logs)} (failed jobs, or a run before mtlue.timing), e.g. {run.untimed_logs[0]}")
 

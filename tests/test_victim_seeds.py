@@ -168,3 +168,20 @@ def test_as_a_program_the_job_reports_its_phases_and_leaves_a_complete_store(tin
         assert connection.execute("select status, count(*) from runs group by status").fetchall() == [("FINISHED", 2)]
     finally:
         connection.close()
+
+
+def test_an_untracked_loss_scaling_victim_imports_neither_mlflow_matplotlib_nor_torchjd(tiny_shapes, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    root = Path(__file__).resolve().parents[1]
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    argv = ["victim", "--data", str(tiny_shapes.root), *FAST, "--epochs", "1", "--defense", "jpeg", "--out", str(tmp_path / "m.json")]
+    probe = (
+        f"import sys\nfrom mtlue.cli import main\nassert main({argv!r}) == 0\n"
+        "print(sorted(name for name in ('mlflow', 'matplotlib', 'torchjd', 'cvxpy', 'victims.defenses.at') if name in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment, timeout=600)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[-1] == "[]"
