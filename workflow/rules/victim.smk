@@ -5,8 +5,8 @@
 #
 # One job trains several seeds of one victim (method, backbone, weighting, defense), one after
 # another in one `mtlue victim` process (mtlue.config.victim_jobs; `victims.seeds_per_job`, all
-# of them by default), with one output per seed: a tiny victim's process start-up (imports,
-# data, MLflow store) costs about as much as its training, and is paid once per job. A job's
+# of them by default), with one output per seed: a process's start-up (imports, data, MLflow
+# store; about 6 s of CPU, half a tiny victim's training) is paid once per job. A job's
 # outputs are its seeds' metrics.json files, so the rule's outputs depend on which seeds it
 # trains: there is one rule per distinct seed tuple, `victim` when every job trains the same
 # seeds (the usual case), else `victim_seeds_0_1_2` and so on. Each rule's {victim} wildcard,
