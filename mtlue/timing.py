@@ -14,13 +14,14 @@ MLflow artifacts, interpreter exit). To see that share, each process keeps one :
 
 The line's fields (wall times are Unix times; ``cpu`` is this process's CPU time, all threads):
 
+- ``command`` (``victim``, ``poison``, ...) and ``pid``;
 - ``process_started``: when the process started (``null`` where the platform does not say);
 - ``work_started`` / ``work_ended``: the first work span's start and the last one's end; a
   command that marks no span (``mtlue prepare``, ``mtlue report``) counts its whole handler
   as work;
 - ``exited``: when the last exit handler ran (the interpreter's own teardown follows it);
 - ``startup_seconds``, ``work_seconds``, ``shutdown_seconds``: the three consecutive phases,
-  and ``cpu_seconds`` with the same keys; ``busy_seconds`` is the time inside work spans and
+  and ``cpu_seconds``: ``{"startup", "work", "shutdown"}``, the CPU seconds of each; ``busy_seconds`` is the time inside work spans and
   ``work_spans`` their number, so that ``work_seconds - busy_seconds`` is what a multi-seed
   victim job spends between seeds (set-up, tracking runs, figures).
 

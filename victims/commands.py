@@ -13,14 +13,14 @@
 Every ``TrainConfig`` and ``VictimConfig`` field has a flag; unset flags keep the paper's
 recipe. Several ``--seed`` values train one victim per seed, one after another in this process,
 so the imports, the data and the tracking store are paid once (about 6 s of CPU, half a tiny
-victim's training, measured on the embedded default); ``{seed}`` in ``--out`` and ``--checkpoint-dir`` stands for
-the seed, and is required there when several seeds are given. Each seed's output is written
-atomically as soon as that seed finishes and only after its training and evaluation succeed,
-so a failed or interrupted run loses only the seed it was training; with ``--checkpoint-dir`` a
-rerun resumes each seed from its last finished epoch (a finished seed's last checkpoint gives
-its metrics back without training). Each seed is its own MLflow run, as with one seed. Every
-input is checked before the first seed trains. The layout of the file is documented in
-:mod:`victims.run`.
+victim's training, measured on the embedded default); ``{seed}`` in ``--out`` and
+``--checkpoint-dir`` stands for the seed, and must be there when several seeds are given. Each
+seed's output is written atomically as soon as that seed finishes and only after its training
+and evaluation succeed, so a failed or interrupted run loses only the seed it was training;
+with ``--checkpoint-dir`` a rerun resumes each seed from its last finished epoch (a finished
+seed's last checkpoint gives its metrics back without training). Each seed is its own MLflow
+run, as with one seed. Every input is checked before the first seed trains. The layout of the
+file is documented in :mod:`victims.run`.
 """
 
 from __future__ import annotations
@@ -150,15 +150,15 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     data = parser.add_argument_group("data and output")
     data.add_argument("--data", required=True, help="prepared dataset folder, e.g. resources/data/shapes")
-    data.add_argument("--out", required=True, help=f"metrics.json to write ({SEED_FIELD} stands for the seed; required with several seeds)")
+    data.add_argument("--out", required=True, help=f"metrics.json to write ({SEED_FIELD} stands for the seed and must appear with several seeds)")
     data.add_argument(
         "--poison", metavar="STORE",
         help="train on the published images of this poison store (`mtlue poison`; default: the clean split)",
     )
     data.add_argument(
         "--checkpoint-dir",
-        help=f"checkpoint every epoch here and resume from it ({SEED_FIELD} stands for the seed; required with several seeds; "
-        "default: no checkpoints)",
+        help=f"checkpoint every epoch here and resume from it ({SEED_FIELD} stands for the seed and must appear with several "
+        "seeds; default: no checkpoints)",
     )
 
     add_network_arguments(parser, "victim")
