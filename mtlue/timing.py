@@ -166,8 +166,8 @@ class JobClock:
     def report_at_exit(self, command: str) -> None:
         """Print this process's record on stderr when it exits (see the module docstring).
 
-        Registered first, the handler runs after every other exit handler (they run in reverse
-        order), so MLflow's and torch's count as shutdown.
+        Registered before the command runs, the handler runs after the exit handlers of what the
+        command imports (they run in reverse order), so MLflow's and torch's count as shutdown.
         """
         self.command = command
         atexit.register(self._print_record)
