@@ -25,6 +25,9 @@ if not workflow.overwrite_configfiles:
 # Jobs call `mtlue`; putting this interpreter's bin folder first on PATH runs the mtlue that is
 # installed beside this Snakemake, whether or not its virtual environment is activated.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
+# Every mtlue job prints, when it exits, where its time went (start-up, work, shutdown) into its
+# log; bench/bench_workflow.py reads those lines (mtlue.timing). MTLUE_JOB_TIMING=0 turns it off.
+os.environ.setdefault("MTLUE_JOB_TIMING", "1")
 
 from mtlue.config import ConfigError, validate_config
 

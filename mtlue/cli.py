@@ -3,11 +3,16 @@
 Subcommands import their heavy dependencies (torch, matplotlib) only when they run, so that
 ``mtlue list datasets`` and ``mtlue check-config`` answer at once. Results go to stdout; log
 records, e.g. a poison generation's progress, to stderr, one line each (:mod:`mtlue.logs`).
+
+Run as a program (``main()`` without arguments), a command also takes care of how its process
+ends: with ``MTLUE_JOB_TIMING`` set it prints where its time went (:mod:`mtlue.timing`), and it
+freezes the garbage collector before returning (see :func:`main`).
 """
 
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import json
 import sys
@@ -163,20 +168,39 @@ def _version() -> str:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command of ``argv`` (default: the process's command line) and return its exit status.
+
+    Without ``argv`` the process is this command's own, and ``main`` prepares its end: the
+    :mod:`mtlue.timing` exit line when ``MTLUE_JOB_TIMING`` is set, and ``gc.freeze()`` once the
+    command is done. torch, timm and MLflow leave millions of objects behind, and the
+    interpreter's final garbage collections walked them for 1-2 s of CPU per job (measured on a
+    tiny victim); frozen objects are skipped. Nothing is lost: exit handlers still run, and
+    files are flushed and closed by reference counting, as before. Callers that pass ``argv``
+    (tests, scripts) keep their collector untouched.
+    """
+    from mtlue import timing
     from mtlue.config import ConfigError
     from mtlue.data import DatasetError
     from mtlue.tracking import TrackingError
 
     from mtlue.logs import configure_logging
 
+    as_program = argv is None
     parser = build_parser()
     args = parser.parse_args(argv)
     configure_logging(args.log_level)
+    if as_program and timing.enabled():
+        timing.CLOCK.report_at_exit(args.command)
+    started = timing.Instant.now()
     try:
         args.handler(args)
     except (CommandError, ConfigError, DatasetError, TrackingError) as error:
         print(f"mtlue {args.command}: error: {error}", file=sys.stderr)
         return 2
+    finally:
+        timing.CLOCK.handler = (started, timing.Instant.now())
+        if as_program:
+            gc.freeze()
     return 0
 
 

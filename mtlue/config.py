@@ -18,7 +18,18 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
-__all__ = ["ConfigError", "VictimRun", "config_schema", "dataset_source", "defense_options", "load_config", "validate_config", "victim_runs"]
+__all__ = [
+    "ConfigError",
+    "VictimJob",
+    "VictimRun",
+    "config_schema",
+    "dataset_source",
+    "defense_options",
+    "load_config",
+    "validate_config",
+    "victim_jobs",
+    "victim_runs",
+]
 
 
 class ConfigError(ValueError):
@@ -109,6 +120,40 @@ def victim_runs(config: Mapping[str, Any], extra_methods: Sequence[str] = ()) ->
     ]
     runs = (VictimRun(*axes) for grid in grids for axes in itertools.product(*grid))
     return list(dict.fromkeys(runs))
+
+
+class VictimJob(NamedTuple):
+    """One victim job of the workflow: seeds of one victim, trained in one ``mtlue victim`` process."""
+
+    method: str
+    backbone: str
+    weighting: str
+    defense: str
+    seeds: tuple[int, ...]
+
+    @property
+    def victim(self) -> str:
+        """``method/backbone/weighting/defense``: the job's folder under ``victims/``."""
+        return f"{self.method}/{self.backbone}/{self.weighting}/{self.defense}"
+
+
+def victim_jobs(config: Mapping[str, Any], extra_methods: Sequence[str] = ()) -> list[VictimJob]:
+    """The runs of :func:`victim_runs` grouped into jobs: the seeds of each (method, backbone,
+    weighting, defense), sorted, in chunks of `victims.seeds_per_job` (all of them by default).
+
+    A victim's seeds are the same for every dataset (submissions join the grids that take every
+    method), so a victim has the same jobs in every dataset, which the workflow's rules rely on.
+    """
+    seeds: dict[tuple[str, str, str, str], set[int]] = {}
+    for run in victim_runs(config, extra_methods):
+        seeds.setdefault((run.method, run.backbone, run.weighting, run.defense), set()).add(run.seed)
+    per_job = config["victims"].get("seeds_per_job", "all")
+    jobs = []
+    for key, found in seeds.items():
+        ordered = sorted(found)
+        size = len(ordered) if per_job == "all" else int(per_job)
+        jobs.extend(VictimJob(*key, tuple(ordered[start : start + size])) for start in range(0, len(ordered), size))
+    return jobs
 
 
 def _resolve_robustness(config: dict[str, Any]) -> None:

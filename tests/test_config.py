@@ -7,7 +7,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from mtlue.config import ConfigError, VictimRun, config_schema, defense_options, load_config, validate_config, victim_runs
+from mtlue.config import (
+    ConfigError,
+    VictimJob,
+    VictimRun,
+    config_schema,
+    defense_options,
+    load_config,
+    validate_config,
+    victim_jobs,
+    victim_runs,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -100,6 +110,35 @@ def test_victim_runs_join_the_grid_and_the_robustness_blocks_without_repeats():
     with_submission = victim_runs(config, ["mine"])
     assert VictimRun("mine", "test_resnet", "uw", "jpeg", 0) in with_submission
     assert not any(run.method == "mine" and run.defense == "at" for run in with_submission)
+
+
+def test_victim_jobs_group_each_victim_s_seeds_and_split_them_on_request():
+    config = {
+        "datasets": {"shapes": {}},
+        "poisons": {"methods": ["clean", "lsp"]},
+        "victims": {"backbones": ["test_resnet"], "weightings": ["ew"], "seeds": [2, 0, 1]},
+        "robustness": [{"defenses": ["jpeg"], "methods": ["clean"], "seeds": [0]}, {"defenses": ["none"], "methods": ["lsp"], "seeds": [7]}],
+    }
+    jobs = victim_jobs(validate_config(config))
+    assert jobs == [
+        VictimJob("clean", "test_resnet", "ew", "none", (0, 1, 2)),
+        VictimJob("lsp", "test_resnet", "ew", "none", (0, 1, 2, 7)),
+        VictimJob("clean", "test_resnet", "ew", "jpeg", (0,)),
+    ]
+    assert jobs[0].victim == "clean/test_resnet/ew/none"
+    # Every run is in exactly one job.
+    runs = sorted(victim_runs(validate_config(config)))
+    assert sorted(VictimRun(*job[:4], seed) for job in jobs for seed in job.seeds) == runs
+
+    split = victim_jobs(validate_config({**config, "victims": {**config["victims"], "seeds_per_job": 2}}))
+    assert [job.seeds for job in split] == [(0, 1), (2,), (0, 1), (2, 7), (0,)]
+    assert validate_config({"datasets": {"shapes": {}}})["victims"]["seeds_per_job"] == "all"
+
+
+@pytest.mark.parametrize("value", [0, -1, "some", 1.5])
+def test_bad_seeds_per_job_names_the_key_and_the_choices(value):
+    with pytest.raises(ConfigError, match=r"victims\.seeds_per_job.*`all` or a positive integer"):
+        validate_config({"datasets": {"shapes": {}}, "victims": {"seeds_per_job": value}})
 
 
 def test_defense_options_reach_every_composition_that_uses_the_defense():

@@ -111,6 +111,33 @@ def test_mtlue_list_defenses(capsys):
     assert "Learning the Unlearnable" in descriptions["ueraser-max"]
 
 
+def test_only_the_defenses_used_are_imported():
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    probe = (
+        "import sys\nimport victims.defenses as d\nd.list_defenses()\nd.create_defense('jpeg+cutout')\n"
+        "print(sorted(m.rpartition('.')[2] for m in sys.modules if m.startswith('victims.defenses.')))"
+    )
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split("\n")[0] == str(["base", "cutout", "jpeg", "pipeline", "registry"])
+
+
+def test_every_builtin_module_registers_exactly_its_listed_names():
+    import importlib
+
+    from victims.defenses.registry import _DEFENSES, BUILTIN
+
+    for module in set(BUILTIN.values()):
+        importlib.import_module(module)
+    assert {name: cls.__module__ for name, (cls, _) in _DEFENSES.items() if cls.__module__.startswith("victims.")} == BUILTIN
+
+
 def test_names_are_safe_path_components():
     for name in list_defenses():
         assert name == name.lower() and "/" not in name and "+" not in name and " " not in name

@@ -14,6 +14,11 @@ from __future__ import annotations
 import copy
 import io
 import itertools
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -24,6 +29,7 @@ from hypothesis.extra.numpy import arrays
 from torch import Tensor, nn
 
 from victims.weighting import (
+    BUILTIN,
     GradientAggregation,
     Weighting,
     WeightingError,
@@ -31,6 +37,8 @@ from victims.weighting import (
     list_weightings,
     register_weighting,
     weighting_class,
+    weighting_description,
+    weighting_family,
 )
 
 REQUIRED = {
@@ -163,6 +171,43 @@ def inner_products(gradients: np.ndarray, update: Tensor) -> np.ndarray:
 
 def test_registry_holds_every_required_strategy():
     assert set(list_weightings()) >= REQUIRED
+
+
+def imported_after(code: str) -> dict[str, bool]:
+    """Which of torch, torchjd, cvxpy and the strategy modules a fresh interpreter holds after ``code``."""
+    root = Path(__file__).resolve().parents[1]
+    probe = code + (
+        "\nimport json, sys\n"
+        "print(json.dumps({name: name in sys.modules for name in "
+        "['torch', 'torchjd', 'cvxpy', 'victims.weighting.ew', 'victims.weighting.pcgrad', 'victims.weighting.aggregation']}))"
+    )
+    environment = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(root), os.environ.get("PYTHONPATH")]))}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=environment, timeout=120)
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.splitlines()[-1])
+
+
+def test_importing_and_listing_imports_no_strategy_nor_torch():
+    found = imported_after(
+        "import victims.weighting as w\n"
+        "names = w.list_weightings(); [w.weighting_description(n) for n in names]; w.weighting_family('pcgrad')"
+    )
+    assert not any(found.values()), found
+
+
+def test_a_loss_scaling_strategy_never_imports_torchjd():
+    found = imported_after("from victims.weighting import create_weighting\ncreate_weighting('ew', 3)")
+    assert found["torch"] and found["victims.weighting.ew"]
+    assert not found["torchjd"] and not found["cvxpy"] and not found["victims.weighting.pcgrad"]
+    assert imported_after("from victims.weighting import create_weighting\ncreate_weighting('pcgrad', 3)")["torchjd"]
+
+
+@pytest.mark.parametrize("name", sorted(BUILTIN))
+def test_the_builtin_table_agrees_with_each_strategy(name):
+    cls = weighting_class(name)
+    assert cls.__module__ == BUILTIN[name].module and cls.family == BUILTIN[name].family == weighting_family(name)
+    module_summary = sys.modules[cls.__module__].__doc__.strip().splitlines()[0]
+    assert weighting_description(name) == f"{module_summary} [{cls.family}]"
 
 
 def test_unknown_name_lists_the_valid_names():

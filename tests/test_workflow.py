@@ -70,10 +70,49 @@ def test_dry_run_fans_victims_out_over_every_axis(tmp_path):
         if line.strip():
             rule, count = line.split()
             counts[rule] = int(count)
-    # The grid, 3 methods x 2 backbones x 3 weightings x 1 defense x 2 seeds, and the robustness
-    # block, 2 methods x 2 defenses x 2 seeds; only TAP needs the surrogate.
-    assert counts["victim"] == 36 + 8 and counts["poison"] == 3 and counts["surrogate"] == 1
+    # The grid, 3 methods x 2 backbones x 3 weightings x 1 defense, and the robustness block,
+    # 2 methods x 2 defenses, each victim's 2 seeds in one job; only TAP needs the surrogate.
+    assert counts["victim"] == 18 + 4 and counts["poison"] == 3 and counts["surrogate"] == 1
     assert counts["report_tables"] == 1 and counts["leaderboard"] == 1
+
+
+def dry_run_jobs(workdir: Path) -> list[dict]:
+    """Every job of a dry run: its rule, outputs and shell command."""
+    result = run_snakemake("-n", "-p", cwd=workdir)
+    assert result.returncode == 0, result.stderr
+    jobs = []
+    for block in (result.stdout + result.stderr).split("\nrule ")[1:]:
+        rule = block.split(":", 1)[0]
+        output = next((line.split(":", 1)[1] for line in block.splitlines() if line.strip().startswith("output:")), "")
+        command = next((line.split(":", 1)[1] for line in block.splitlines() if line.startswith("Shell command:")), "")
+        jobs.append({"rule": rule, "outputs": [path.strip() for path in output.split(",") if path.strip()], "command": command})
+    return jobs
+
+
+def test_a_victim_s_seeds_are_one_job_with_one_output_per_seed(tmp_path):
+    config = {
+        "datasets": {"tiny": {"source": "shapes"}},
+        "poisons": {"methods": ["clean", "lsp"]},
+        "victims": {"backbones": ["test_resnet"], "weightings": ["ew"], "seeds": [0, 1, 2]},
+        "robustness": [{"defenses": ["jpeg"], "methods": ["clean"], "seeds": [0]}, {"defenses": ["none"], "methods": ["lsp"], "seeds": [7]}],
+    }
+    jobs = [job for job in dry_run_jobs(workdir_with_config(tmp_path / "all", config)) if job["rule"].startswith("victim")]
+    victims = "results/tiny/victims"
+    by_folder = {job["outputs"][0].rsplit("/seed", 1)[0]: job for job in jobs}
+    assert sorted(by_folder) == [f"{victims}/clean/test_resnet/ew/jpeg", f"{victims}/clean/test_resnet/ew/none", f"{victims}/lsp/test_resnet/ew/none"]
+    grid = by_folder[f"{victims}/clean/test_resnet/ew/none"]
+    assert grid["rule"] == "victim_seeds_0_1_2"
+    assert grid["outputs"] == [f"{victims}/clean/test_resnet/ew/none/seed{seed}/metrics.json" for seed in (0, 1, 2)]
+    assert "--seed 0 1 2 " in grid["command"] and "/seed{seed}/metrics.json'" in grid["command"]
+    assert "--tag seed=" not in grid["command"]
+    assert by_folder[f"{victims}/lsp/test_resnet/ew/none"]["rule"] == "victim_seeds_0_1_2_7"
+    assert by_folder[f"{victims}/clean/test_resnet/ew/jpeg"]["rule"] == "victim_seeds_0"
+
+    # One seed per job on request (a cluster with many GPUs): every seed its own job again.
+    config["victims"]["seeds_per_job"] = 1
+    jobs = [job for job in dry_run_jobs(workdir_with_config(tmp_path / "one", config)) if job["rule"].startswith("victim")]
+    assert len(jobs) == 3 + 4 + 1 and all(len(job["outputs"]) == 1 for job in jobs)
+    assert {job["rule"] for job in jobs} == {"victim_seeds_0", "victim_seeds_1", "victim_seeds_2", "victim_seeds_7"}
 
 
 def test_unknown_method_or_hyperparameter_stops_the_workflow(tmp_path):

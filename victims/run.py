@@ -29,6 +29,16 @@ come from the prepared dataset.
                              "eval_seconds"]}]}],
       "device", "amp_dtype" (null | "bfloat16"), "num_threads",
       "wall_time_seconds",                      # this invocation, including evaluation
+      "timing": {                               # where this victim's time went (mtlue.timing), Unix times:
+          "process_started": float | null,      #   the process that trained it started
+          "started": float,                     #   its turn began: the process start for a process's
+                                                #   first victim, else the end of the one before
+          "first_step": float | null,           #   its first training step (null: resumed after the last epoch)
+          "last_step": float | null,            #   the end of its final evaluation
+          "finished": float,                    #   metrics computed, just before the file is written
+          "startup_seconds": float | null,      #   started -> first_step (imports, data, tracking, model)
+          "work_seconds": float | null,         #   first_step -> last_step (training and evaluation)
+          "cpu_seconds": {"startup", "work"}},  #   this process's CPU seconds (all threads) in each
       "versions": {"python", "torch", "timm", "segmentation_models_pytorch", "torchjd", "numpy", "mtlue"},
       "created": ISO 8601 UTC
     }
@@ -53,6 +63,7 @@ import torch
 
 from mtlue.data.store import PreparedDataset
 from mtlue.data.tasks import Task
+from mtlue.timing import Instant, process_started
 
 from .backbones import get_backbone_spec
 from .batches import BatchSource, SplitArrays
@@ -103,6 +114,7 @@ class VictimResult:
     amp_dtype: torch.dtype | None
     wall_time_seconds: float
     defense: dict[str, Any] | None = None
+    timing: dict[str, Any] | None = None
 
     def to_json(self) -> dict[str, Any]:
         dataset = self.dataset
@@ -131,6 +143,7 @@ class VictimResult:
             "amp_dtype": None if self.amp_dtype is None else str(self.amp_dtype).removeprefix("torch."),
             "num_threads": torch.get_num_threads(),
             "wall_time_seconds": self.wall_time_seconds,
+            "timing": self.timing,
             "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
@@ -201,6 +214,28 @@ def _amp_dtype(device: torch.device, config: TrainConfig, victim: VictimConfig) 
     return None
 
 
+def _timing(started: Instant, runs: Sequence[RunRecord], finished: Instant) -> dict[str, Any]:
+    """The ``timing`` record of ``metrics.json`` (layout in the module docstring)."""
+    firsts = [run.fit.first_step for run in runs if run.fit.first_step is not None]
+    lasts = [run.fit.last_step for run in runs if run.fit.last_step is not None]
+    first = min(firsts, key=lambda instant: instant.wall) if firsts else None
+    last = max(lasts, key=lambda instant: instant.wall) if lasts else None
+
+    def span(a: Instant | None, b: Instant | None, field: str) -> float | None:
+        return None if a is None or b is None else round(getattr(b, field) - getattr(a, field), 3)
+
+    return {
+        "process_started": process_started(),
+        "started": started.wall,
+        "first_step": None if first is None else first.wall,
+        "last_step": None if last is None else last.wall,
+        "finished": finished.wall,
+        "startup_seconds": span(started, first, "wall"),
+        "work_seconds": span(first, last, "wall"),
+        "cpu_seconds": {"startup": span(started, first, "cpu"), "work": span(first, last, "cpu")},
+    }
+
+
 def run_victim(
     dataset: PreparedDataset,
     victim: VictimConfig | None = None,
@@ -211,6 +246,7 @@ def run_victim(
     checkpoint_dir: str | os.PathLike[str] | None = None,
     progress: bool | None = None,
     callbacks: Sequence[EpochCallback] = (),
+    started: Instant | None = None,
 ) -> VictimResult:
     """Train the victim(s) of ``victim`` on ``dataset`` (or on ``train_images``) and test them.
 
@@ -222,13 +258,18 @@ def run_victim(
     ``train_images_id`` names it in the result and the checkpoint fingerprint. With
     ``checkpoint_dir``, each network checkpoints to ``<dir>/<run>.pt`` after every epoch and an
     interrupted experiment resumes where it stopped.
+
+    ``started`` is when this victim's turn began, from which the result's ``timing`` measures
+    its start-up (default: this call; ``mtlue victim`` passes the process's start for its first
+    seed, so that the imports count).
     """
     from .defenses import create_defense
     from .weighting import create_weighting
 
     victim = victim or VictimConfig()
     config = config or TrainConfig()
-    started = time.perf_counter()
+    started = started or Instant.now()
+    wall_started = time.perf_counter()
     # Names are checked before the data is loaded, so a typo fails at once.
     get_backbone_spec(victim.backbone)
     defense = create_defense(victim.defense, **victim.defense_options)
@@ -282,6 +323,7 @@ def run_victim(
         runs=runs,
         device=device,
         amp_dtype=amp_dtype,
-        wall_time_seconds=time.perf_counter() - started,
+        wall_time_seconds=time.perf_counter() - wall_started,
         defense=defense.to_json(),
+        timing=_timing(started, runs, Instant.now()),
     )

@@ -36,6 +36,7 @@ import torch
 from tqdm import tqdm
 
 from mtlue.data.tasks import Task
+from mtlue.timing import CLOCK, Instant
 
 from .augment import CenterCrop, RandomCropFlip, to_unit_range
 from .batches import BatchSource, batches_per_epoch, epoch_batches, sequential_batches
@@ -74,6 +75,10 @@ class FitResult:
     history: list[dict[str, Any]]
     resumed_from_epoch: int = 0
     train_seconds: float = 0.0
+    #: The first training step's start and the final evaluation's end (:mod:`mtlue.timing`);
+    #: both None when a resumed run had no epoch left.
+    first_step: Instant | None = None
+    last_step: Instant | None = None
 
 
 @torch.no_grad()
@@ -188,6 +193,8 @@ def fit(
     restored from it when it exists (``fingerprint`` identifies the run and must match; put the
     defense in it, as :func:`victims.run.run_victim` does). ``defense`` (a spec or a
     ``create_defense`` pipeline) is applied to the training split and batches, never to ``test``.
+    The epochs run, from the first step to the final evaluation, are one work span of the
+    process's :data:`mtlue.timing.CLOCK`.
     """
     tasks = model.tasks
     names = [task.name for task in tasks]
@@ -220,7 +227,10 @@ def fit(
         disable=not _progress_enabled(progress),
         leave=False,
     )
+    first_step = last_step = None
     try:
+        if start_epoch < config.epochs:
+            first_step = CLOCK.work_started()
         for epoch in range(start_epoch + 1, config.epochs + 1):
             model.train()
             started = time.perf_counter()
@@ -269,10 +279,14 @@ def fit(
             for callback in callbacks:
                 callback(name, record)
     finally:
+        if first_step is not None:
+            last_step = CLOCK.work_ended()
         bar.close()
     return FitResult(
         metrics=history[-1]["test"],
         history=history,
         resumed_from_epoch=start_epoch,
         train_seconds=sum(record["seconds"] for record in history),
+        first_step=first_step,
+        last_step=last_step,
     )

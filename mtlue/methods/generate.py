@@ -14,6 +14,7 @@ from mtlue.poisons import (
     poisoned_count,
     write_store,
 )
+from mtlue.timing import CLOCK
 
 from .base import GenerationContext, UEMethod
 
@@ -31,11 +32,17 @@ def make_poison(
 
     The poisoned samples are chosen by ``poison_mask(samples, ratio, context.seed)``, on a random
     stream of their own, so the selection is the same for every method at a given seed. The card
-    records how the generation ended (``context.monitor``).
+    records how the generation ended (``context.monitor``). ``method.generate`` is the process's
+    work span (:mod:`mtlue.timing`); the imports a method makes when it starts (torch, for most)
+    count in it.
     """
     # Check the ratio before a possibly long generation, not after it.
     poisoned_count(len(dataset.split(POISONED_SPLIT)), ratio)
-    deltas = method.generate(dataset, context)
+    CLOCK.work_started()
+    try:
+        deltas = method.generate(dataset, context)
+    finally:
+        CLOCK.work_ended()
     mask = poison_mask(len(deltas), ratio, context.seed)
     deltas[~mask] = 0
     return write_store(

@@ -20,6 +20,11 @@ WAL needs all writers on one host (shared memory): for jobs on several cluster n
 ``--tracking-uri`` at an MLflow server (``http://...``) or a server database instead of a
 SQLite file on a network filesystem.
 
+A process that opened a SQLite store checkpoints its write-ahead log into the database file when
+it exits (:func:`_checkpoint_at_exit`): ``mtlue`` freezes the garbage collector at the end of
+a job (:func:`mtlue.cli.main`), so MLflow's pooled connection is never closed, and closing is
+what used to fold the log back into ``mlflow.db``; the file alone stays complete.
+
 For a SQLite store, run artifacts go beside the database (``<db folder>/mlruns-artifacts``),
 never into the working directory's ``./mlruns``. mlflow is imported only here and only when a
 store is opened: it takes seconds to import.
@@ -27,11 +32,13 @@ store is opened: it takes seconds to import.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import random
 import re
 import sqlite3
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -164,6 +171,30 @@ def _enable_wal(path: Path) -> None:
         )
 
 
+_CHECKPOINTED: set[Path] = set()
+
+
+def _checkpoint_wal(path: Path) -> None:
+    """Copy the write-ahead log of ``path`` into the database and truncate it (best effort:
+    another job still writing keeps its frames, and its own exit folds them in)."""
+    try:
+        connection = sqlite3.connect(path, timeout=5)
+        try:
+            connection.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+        finally:
+            connection.close()
+    except sqlite3.Error as error:
+        print(f"warning: could not checkpoint the write-ahead log of {path}: {error}", file=sys.stderr)
+
+
+def _checkpoint_at_exit(path: Path) -> None:
+    """Register :func:`_checkpoint_wal` for ``path`` once per process."""
+    resolved = path.resolve()
+    if resolved not in _CHECKPOINTED:
+        _CHECKPOINTED.add(resolved)
+        atexit.register(_checkpoint_wal, resolved)
+
+
 def open_client(uri: str, *, lock_seconds: float = LOCK_SECONDS) -> Any:
     """An ``MlflowClient`` on ``uri`` whose store exists with the current schema.
 
@@ -197,6 +228,7 @@ def open_experiment(uri: str, experiment: str | None, *, lock_seconds: float = L
     try:
         with lock:
             _enable_wal(path)
+            _checkpoint_at_exit(path)
             return open_store()
     except Timeout:
         raise TrackingError(

@@ -11,10 +11,10 @@ Stages (see :mod:`.base`): split transforms applied once to the training split (
 most one training procedure (``mixup``, ``cutmix``, ``ueraser``/``-lite``/``-max``,
 ``at``/``at-4``/``at-2``). ``none`` is the standard random crop + flip that every defense
 includes. Dense targets move with the image wherever pixels move. Each module cites its paper
-and the source of its defaults; the reference set is APBench's (Qin et al., 2023).
+and the source of its defaults; the reference set is APBench's (Qin et al., 2023). A defense's
+module is imported when the defense is first used (see :mod:`.registry`).
 """
 
-from . import at, bdr, cutmix, cutout, gaussian, grayscale, jpeg, mixup, none, ueraser  # noqa: F401 - registers the defenses
 from .base import (
     BatchAugmentation,
     Defense,
@@ -27,9 +27,10 @@ from .base import (
     TrainingProcedure,
 )
 from .pipeline import DefendedSource, DefensePipeline
-from .registry import create_defense, defense_class, defense_description, list_defenses, register_defense, split_spec
+from .registry import BUILTIN, create_defense, defense_class, defense_description, list_defenses, register_defense, split_spec
 
 __all__ = [
+    "BUILTIN",
     "BatchAugmentation",
     "DefendedSource",
     "Defense",

@@ -16,10 +16,15 @@ to be the applied order keeps one spec per run, so ``cutout+jpeg`` cannot silent
 
 Options go to the component that has them: ``quality=20`` when exactly one component has a
 ``quality``, ``jpeg.quality=20`` to name the component.
+
+The built-in defenses are listed in ``BUILTIN`` (name -> module) and a module is imported when
+one of its defenses is first used, so a run imports only the defenses it trains with (JPEG
+pulls PIL, UEraser its augmentation ops); listing the names imports nothing.
 """
 
 from __future__ import annotations
 
+import importlib
 import re
 import sys
 from collections.abc import Callable, Mapping
@@ -27,10 +32,29 @@ from typing import Any, TypeVar
 
 from .base import STAGES, Defense, DefenseError
 
-__all__ = ["create_defense", "defense_class", "defense_description", "list_defenses", "register_defense", "split_spec"]
+__all__ = ["BUILTIN", "create_defense", "defense_class", "defense_description", "list_defenses", "register_defense", "split_spec"]
 
 _NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
 _DEFENSES: dict[str, tuple[type[Defense], dict[str, Any]]] = {}
+
+#: The built-in defenses and the module that registers each, imported on first use. A new
+#: defense module adds its names here.
+BUILTIN: dict[str, str] = {
+    "none": "victims.defenses.none",
+    "cutout": "victims.defenses.cutout",
+    "mixup": "victims.defenses.mixup",
+    "cutmix": "victims.defenses.cutmix",
+    "gaussian": "victims.defenses.gaussian",
+    "jpeg": "victims.defenses.jpeg",
+    "bdr": "victims.defenses.bdr",
+    "grayscale": "victims.defenses.grayscale",
+    "ueraser": "victims.defenses.ueraser",
+    "ueraser-lite": "victims.defenses.ueraser",
+    "ueraser-max": "victims.defenses.ueraser",
+    "at": "victims.defenses.at",
+    "at-4": "victims.defenses.at",
+    "at-2": "victims.defenses.at",
+}
 
 D = TypeVar("D", bound=type[Defense])
 
@@ -50,6 +74,8 @@ def register_defense(name: str, **defaults: Any) -> Callable[[D], D]:
         unknown = sorted(set(defaults) - set(cls.hyperparameter_names()))
         if unknown:
             raise TypeError(f"register_defense({name!r}): {cls.__name__} has no hyperparameter(s) {unknown}")
+        if name in BUILTIN and cls.__module__ != BUILTIN[name]:
+            raise ValueError(f"defense {name!r} is registered twice ({BUILTIN[name]} and {cls})")
         if name in _DEFENSES and _DEFENSES[name][0] is not cls:
             raise ValueError(f"defense {name!r} is registered twice ({_DEFENSES[name][0]} and {cls})")
         _DEFENSES[name] = (cls, dict(defaults))
@@ -59,10 +85,20 @@ def register_defense(name: str, **defaults: Any) -> Callable[[D], D]:
 
 
 def list_defenses() -> list[str]:
-    return sorted(_DEFENSES)
+    """Built-in and registered defenses, sorted (nothing is imported)."""
+    return sorted(set(BUILTIN) | set(_DEFENSES))
+
+
+def _load(name: str) -> None:
+    """Import the module of built-in defense ``name`` unless it is registered already."""
+    if name not in _DEFENSES and name in BUILTIN:
+        importlib.import_module(BUILTIN[name])
+        if name not in _DEFENSES:
+            raise DefenseError(f"module {BUILTIN[name]} registers no defense {name!r}; fix its @register_defense or BUILTIN")
 
 
 def defense_class(name: str) -> type[Defense]:
+    _load(name)
     try:
         return _DEFENSES[name][0]
     except KeyError:
@@ -88,6 +124,7 @@ def split_spec(spec: str) -> list[str]:
 
 
 def _build(name: str, options: Mapping[str, Any]) -> Defense:
+    _load(name)
     cls, defaults = _DEFENSES[name]
     try:
         defense = cls(**{**defaults, **options})

@@ -18,39 +18,31 @@ one weighted scalar; gradient aggregation (``pcgrad``, ``mgda``, ``cagrad``, ``i
 ``graddrop``, ``gradvac``, ``aligned_mtl``, ``fairgrad``, ``nash_mtl``, ``upgrad``, ``dualproj``,
 ``config``) combines the per-task gradients of the shared parameters, mostly through torchjd.
 Each strategy's module cites its paper and the source of its defaults.
+
+Importing this package is light (no torch): a strategy's module, and torchjd for most
+gradient-aggregation strategies, is imported when the strategy is first used (see
+:mod:`.registry`), and the base classes load when first named, so ``mtlue list weightings``
+answers without torch and a victim trained with ``ew`` never imports torchjd.
 """
 
-from . import (  # noqa: F401 - imported to register the strategies
-    aligned_mtl,
-    cagrad,
-    conflict_free,
-    dualproj,
-    dwa,
-    ew,
-    fairgrad,
-    gls,
-    graddrop,
-    gradnorm,
-    gradvac,
-    imtl,
-    mgda,
-    nash_mtl,
-    pcgrad,
-    rlw,
-    upgrad,
-    uw,
-)
-from .aggregation import GradientAggregation, JacobianAggregation
-from .base import LossScaling, Weighting, WeightingError
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from .errors import WeightingError
 from .registry import (
+    BUILTIN,
     create_weighting,
     list_weightings,
     register_weighting,
     weighting_class,
     weighting_description,
+    weighting_family,
 )
 
 __all__ = [
+    "BUILTIN",
     "GradientAggregation",
     "JacobianAggregation",
     "LossScaling",
@@ -61,4 +53,19 @@ __all__ = [
     "register_weighting",
     "weighting_class",
     "weighting_description",
+    "weighting_family",
 ]
+
+#: Classes loaded when first named: :mod:`.base` imports torch, :mod:`.aggregation` torchjd.
+_HOMES = {
+    "LossScaling": "base",
+    "Weighting": "base",
+    "GradientAggregation": "aggregation",
+    "JacobianAggregation": "aggregation",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _HOMES:
+        return getattr(importlib.import_module(f".{_HOMES[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -23,6 +23,8 @@ from torch import Tensor, nn
 
 from victims.hyperparameters import KeywordHyperparameters
 
+from .errors import WeightingError
+
 __all__ = [
     "Features",
     "LossScaling",
@@ -32,10 +34,6 @@ __all__ = [
 
 #: The shared encoder's output(s) that every task head consumes.
 Features = Tensor | Sequence[Tensor]
-
-
-class WeightingError(ValueError):
-    """A strategy name, hyperparameter or input that cannot be used."""
 
 
 class Weighting(KeywordHyperparameters, nn.Module, abc.ABC):

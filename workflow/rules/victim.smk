@@ -2,6 +2,16 @@
 # method's poison store: the grid methods x backbones x weightings x defenses x seeds of
 # `victims`, plus the robustness protocol's blocks (mtlue.config.victim_runs). A defense is a
 # registered name or a `+` composition; its options come from `victims.defense_options`.
+#
+# One job trains several seeds of one victim (method, backbone, weighting, defense), one after
+# another in one `mtlue victim` process (mtlue.config.victim_jobs; `victims.seeds_per_job`, all
+# of them by default), with one output per seed: a process's start-up (imports, data, MLflow
+# store; about 6 s of CPU, half a tiny victim's training) is paid once per job. A job's
+# outputs are its seeds' metrics.json files, so the rule's outputs depend on which seeds it
+# trains: there is one rule per distinct seed tuple, `victim` when every job trains the same
+# seeds (the usual case), else `victim_seeds_0_1_2` and so on. Each rule's {victim} wildcard,
+# `method/backbone/weighting/defense`, is then constrained to the victims of its seed tuple, so
+# every metrics.json has exactly one rule. The same grouping holds on a cluster.
 
 import re
 
@@ -12,10 +22,6 @@ TRAIN = VICTIMS["train"]
 wildcard_constraints:
     # Configured methods and submissions (rule install_submission).
     method="|".join(map(re.escape, [*METHODS, *SUBMITTED_NAMES])),
-    backbone="[^/]+",
-    weighting="[^/]+",
-    defense="[a-z0-9+-]+",
-    seed=r"\d+",
 
 
 def victim_metrics(dataset):
@@ -27,42 +33,92 @@ def victim_metrics(dataset):
     ]
 
 
-def defense_settings(wildcards):
+def victim_seed_tuples():
+    """{seed tuple: the `method/backbone/weighting/defense` victims with a job of those seeds}."""
+    from mtlue.config import victim_jobs
+
+    tuples = {}
+    for dataset in DATASETS:
+        for job in victim_jobs(config, SUBMITTED[dataset]):
+            tuples.setdefault(job.seeds, set()).add(job.victim)
+    return tuples
+
+
+def victim_axes(wildcards):
+    """method, backbone, weighting, defense of a job's {victim} wildcard."""
+    return wildcards.victim.split("/")
+
+
+def victim_poison(wildcards):
+    method = victim_axes(wildcards)[0]
+    return f"{RESULTS}/{wildcards.dataset}/poisons/{method}/card.json"
+
+
+def victim_flags(wildcards):
+    """The job's `--backbone`, `--weighting` and `--defense` with the defense's options."""
     from mtlue.config import defense_options
 
-    return option_flags("--defense-set", defense_options(config, wildcards.defense))
+    _, backbone, weighting, defense = victim_axes(wildcards)
+    settings = option_flags("--defense-set", defense_options(config, defense))
+    return " ".join(part for part in (f"--backbone {backbone} --weighting {weighting} --defense {defense}", settings) if part)
 
 
-rule victim:
-    input:
-        manifest=rules.prepare.output.manifest,
-        poison=rules.poison.output.card,
-    output:
-        metrics=f"{RESULTS}/{{dataset}}/victims/{{method}}/{{backbone}}/{{weighting}}/{{defense}}/seed{{seed}}/metrics.json",
-    params:
-        # Outside the output folder's metrics.json, so a failed job keeps them and its rerun resumes.
-        checkpoints=lambda wildcards, output: os.path.join(os.path.dirname(output.metrics), "checkpoints"),
-        milestones=" ".join(str(fraction) for fraction in TRAIN["milestones"]),
-        defense_settings=defense_settings,
-        tracking=lambda wildcards: tracking_flags(
-            dataset=wildcards.dataset, method=wildcards.method, backbone=wildcards.backbone,
-            weighting=wildcards.weighting, defense=wildcards.defense, seed=wildcards.seed,
-        ),
-    log:
-        f"{LOGS}/victim/{{dataset}}/{{method}}/{{backbone}}/{{weighting}}/{{defense}}/seed{{seed}}.log",
-    threads: config["resources"]["threads"]
-    resources:
-        gpu=config["resources"]["gpu"],
-        mem_mb=config["resources"]["mem_mb"],
-        runtime=config["resources"]["runtime"],
-    shell:
-        "mtlue victim --data $(dirname {input.manifest}) --poison $(dirname {input.poison})"
-        " --backbone {wildcards.backbone}"
-        " --weighting {wildcards.weighting} --seed {wildcards.seed} --mode {VICTIMS[mode]}"
-        " --defense {wildcards.defense} {params.defense_settings}"
-        " --decoder {VICTIMS[decoder]} --decoder-width {VICTIMS[decoder_width]}"
-        " --epochs {TRAIN[epochs]} --batch-size {TRAIN[batch_size]} --lr {TRAIN[lr]}"
-        " --weight-decay {TRAIN[weight_decay]} --clip-norm {TRAIN[clip_norm]}"
-        " --milestones {params.milestones} --gamma {TRAIN[gamma]} --eval-every {TRAIN[eval_every]}"
-        " --num-threads {threads} --checkpoint-dir {params.checkpoints} --no-progress {params.tracking}"
-        " --out {output.metrics} > {log} 2>&1"
+def victim_seed_path(leaf):
+    """A function of the job's wildcards giving the `mtlue victim` pattern of each seed's ``leaf``
+    (a function, so that Snakemake leaves the `{seed}` field to mtlue)."""
+
+    def pattern(wildcards):
+        return f"{RESULTS}/{wildcards.dataset}/victims/{wildcards.victim}/seed{{seed}}/{leaf}"
+
+    return pattern
+
+
+def victim_tracking(wildcards):
+    # No seed tag: each seed's MLflow run is tagged with its own seed by `mtlue victim`.
+    method, backbone, weighting, defense = victim_axes(wildcards)
+    return tracking_flags(dataset=wildcards.dataset, method=method, backbone=backbone, weighting=weighting, defense=defense)
+
+
+VICTIM_DIR = f"{RESULTS}/{{dataset}}/victims/{{victim}}"
+VICTIM_SEED_TUPLES = victim_seed_tuples()
+# Any configured method and three more path components; a defense spec is a safe path part.
+ANY_VICTIM = f"(?:{'|'.join(map(re.escape, [*METHODS, *SUBMITTED_NAMES]))})/[^/]+/[^/]+/[a-z0-9+-]+"
+
+
+for seeds, victims in sorted(VICTIM_SEED_TUPLES.items()):
+
+    rule:
+        name:
+            "victim" if len(VICTIM_SEED_TUPLES) == 1 else "victim_seeds_" + "_".join(map(str, seeds))
+        input:
+            manifest=rules.prepare.output.manifest,
+            poison=victim_poison,
+        output:
+            [f"{VICTIM_DIR}/seed{seed}/metrics.json" for seed in seeds],
+        wildcard_constraints:
+            victim=ANY_VICTIM if len(VICTIM_SEED_TUPLES) == 1 else "|".join(map(re.escape, sorted(victims))),
+        params:
+            seeds=" ".join(map(str, seeds)),
+            # mtlue victim puts each seed in place of {seed}.
+            out=victim_seed_path("metrics.json"),
+            # Beside each seed's metrics.json, outside it, so a failed job keeps them and its rerun resumes.
+            checkpoints=victim_seed_path("checkpoints"),
+            milestones=" ".join(str(fraction) for fraction in TRAIN["milestones"]),
+            flags=victim_flags,
+            tracking=victim_tracking,
+        log:
+            f"{LOGS}/victim/{{dataset}}/{{victim}}/seed{'-'.join(map(str, seeds))}.log",
+        threads: config["resources"]["threads"]
+        resources:
+            gpu=config["resources"]["gpu"],
+            mem_mb=config["resources"]["mem_mb"],
+            runtime=config["resources"]["runtime"] * len(seeds),
+        shell:
+            "mtlue victim --data $(dirname {input.manifest}) --poison $(dirname {input.poison})"
+            " {params.flags} --seed {params.seeds} --mode {VICTIMS[mode]}"
+            " --decoder {VICTIMS[decoder]} --decoder-width {VICTIMS[decoder_width]}"
+            " --epochs {TRAIN[epochs]} --batch-size {TRAIN[batch_size]} --lr {TRAIN[lr]}"
+            " --weight-decay {TRAIN[weight_decay]} --clip-norm {TRAIN[clip_norm]}"
+            " --milestones {params.milestones} --gamma {TRAIN[gamma]} --eval-every {TRAIN[eval_every]}"
+            " --num-threads {threads} --checkpoint-dir {params.checkpoints:q} --no-progress {params.tracking}"
+            " --out {params.out:q} > {log} 2>&1"
