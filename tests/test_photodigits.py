@@ -36,6 +36,7 @@ def test_layout_sizes_and_labels_follow_the_digits(prepared):
         assert np.array_equal(split.targets["even"], digit % 2 == 0)
         assert np.array_equal(split.targets["large"], digit >= 5)
         assert np.array_equal(split.targets["loop"], np.isin(digit, (0, 6, 8, 9)))
+        assert np.array_equal(split.targets["prime"], np.isin(digit, (2, 3, 5, 7)))
     prepared.verify()
 
 
@@ -97,7 +98,7 @@ def test_a_task_view_works_for_every_builder(tmp_path):
 
 
 def test_an_unknown_task_is_refused_with_the_dataset_tasks_and_leaves_nothing(tmp_path):
-    with pytest.raises(DatasetError, match=r"no task\(s\) 'smile'; its tasks: digit, even, large, loop"):
+    with pytest.raises(DatasetError, match=r"no task\(s\) 'smile'; its tasks: digit, even, large, loop, prime"):
         create_builder("photodigits", select_tasks=["smile"], **SMALL).prepare(tmp_path / "bad", tmp_path / "raw")
     assert not (tmp_path / "bad").exists()
 

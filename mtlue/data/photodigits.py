@@ -26,8 +26,8 @@ never cuts more than a sliver of the stroke.
 Tasks (the same digit gives every label, as CelebA's attributes share a face):
 
 - ``digit``: the class, 10 classes (as UTKFace's multiclass tasks);
-- binary attributes of the digit: ``even``; ``large`` (5-9); ``loop`` (a closed loop in the
-  usual glyph: 0, 6, 8, 9).
+- binary attributes of the digit (as CelebA's 40): ``even``; ``large`` (5-9); ``loop`` (a closed
+  loop in the usual glyph: 0, 6, 8, 9); ``prime`` (2, 3, 5, 7).
 
 Splits: the digits are split once, by ``seed``, into ``test_digits`` test digits and the rest
 for training, so no test digit was ever seen in training, whatever its background. Every
@@ -60,12 +60,14 @@ PHOTODIGITS_TASKS: tuple[Task, ...] = (
     Task("even", TaskKind.BINARY, 2),
     Task("large", TaskKind.BINARY, 2),
     Task("loop", TaskKind.BINARY, 2),
+    Task("prime", TaskKind.BINARY, 2),
 )
 _ATTRIBUTES = {
     "digit": lambda digits: digits,
     "even": lambda digits: digits % 2 == 0,
     "large": lambda digits: digits >= 5,
     "loop": lambda digits: np.isin(digits, (0, 6, 8, 9)),
+    "prime": lambda digits: np.isin(digits, (2, 3, 5, 7)),
 }
 
 
@@ -131,7 +133,7 @@ def render_digits(scans: np.ndarray, photos: list[np.ndarray], size: int, rng: n
 class PhotoDigitsDataset(DatasetBuilder):
     """scikit-learn's handwritten digits in random colours over photo crops (MNIST-M style)."""
 
-    description = "handwritten digits over photographs (scikit-learn's digits and sample images, MNIST-M style): digit + 3 binary attributes"
+    description = "handwritten digits over photographs (scikit-learn's digits and sample images, MNIST-M style): digit + 4 binary attributes"
     Options = PhotoDigitsOptions
 
     def prepare(self, out_dir: Path, raw_dir: Path) -> None:
