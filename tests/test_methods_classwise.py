@@ -307,7 +307,7 @@ def test_repr_shows_hyperparameters_with_paper_defaults():
         "burn_in": 4,
         "stability_trials": 3,
         "stability_bound": 5.0,
-        "min_cross_response": 3.0,
+        "min_cross_response": 10.0,
         "norm": "l2",
         "l2_norm": 1.0,
     }

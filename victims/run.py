@@ -26,7 +26,8 @@ come from the prepared dataset.
                 "resumed_from_epoch": int, "train_seconds": float,
                 "history": [{"epoch", "lr", "train_loss": {task: v}, "task_weights": {task: w}, "grad_norm",
                              "seconds", ["test": {task: {metric: v}}, "test_aggregate": {...},
-                             "eval_seconds"]}]}],
+                             "eval_seconds"], last epoch only: "train_fit": {task: {metric: v}},
+                             "train_fit_aggregate": {...} (centre crops of the training split as trained on)}]}],
       "device", "amp_dtype" (null | "bfloat16"), "num_threads",
       "wall_time_seconds",                      # this invocation, including evaluation
       "timing": {                               # where this victim's time went (mtlue.timing), Unix times:

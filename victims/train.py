@@ -272,6 +272,11 @@ def fit(
                 record["test"] = results
                 record["test_aggregate"] = aggregate(results, tasks)
                 record["eval_seconds"] = time.perf_counter() - started
+            if epoch == config.epochs:
+                # Whether the victim fits what it was given: a poison that the victim cannot fit
+                # and one it fits without learning the clean features read alike on the test set.
+                record["train_fit"] = evaluate(model, train, tasks, crop_size=crop_size, batch_size=config.eval_batch_size, amp_dtype=amp_dtype)
+                record["train_fit_aggregate"] = aggregate(record["train_fit"], tasks)
             history.append(record)
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, state, epoch=epoch, history=history, fingerprint=fingerprint)
