@@ -1,0 +1,107 @@
+"""The README's result tables are runs' results, they show what the issue asked them to show, and
+a new run of each preset reproduces them within the stated tolerance (slow)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "reference"))
+import refresh  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def rows_by(reference: dict, **condition: str) -> dict[str, dict]:
+    return {
+        row["method"]: row for row in reference["rows"]
+        if all(row[key] == value for key, value in condition.items())
+    }
+
+
+@pytest.mark.parametrize("preset", sorted(refresh.PRESETS))
+def test_readme_table_is_the_rendering_of_the_committed_reference(preset):
+    assert refresh.readme_block(preset) == refresh.render(refresh.load(preset)), (
+        f"README.md's {preset} table is not tests/reference/{preset}.json; "
+        f"run `python tests/reference/refresh.py {preset} RESULTS_DIR --wall-time ...` after running the preset"
+    )
+
+
+def test_default_reference_shows_the_phenomenon():
+    reference = refresh.load("default")
+    main = rows_by(reference, backbone="test_resnet", weighting="ew", defense="none")
+    clean = main["clean"]["mean"]
+    assert clean >= 85.0
+    assert all(row["n_seeds"] >= 3 for row in reference["rows"] if row["defense"] == "none")
+    best = min(row["mean"] for method, row in main.items() if method != "clean")
+    assert clean - best >= 25.0
+    for method in ("lsp", "ar", "em"):
+        assert clean - main[method]["mean"] >= 10.0, method
+    for base in ("em", "tap", "sep"):
+        if f"mtlue-{base}" in main:
+            assert main[f"mtlue-{base}"]["mean"] < main[base]["mean"], base
+    # The clean reference and the best method are measured on two backbones and two weightings.
+    best_method = min((method for method in main if method != "clean"), key=lambda method: main[method]["mean"])
+    for method in ("clean", best_method):
+        undefended = [row for row in reference["rows"] if row["method"] == method and row["defense"] == "none"]
+        assert len({row["backbone"] for row in undefended}) >= 2 and len({row["weighting"] for row in undefended}) >= 2
+
+
+def test_sanity_reference_meets_the_literature_thresholds():
+    reference = refresh.load("sanity")
+    rows = rows_by(reference, defense="none")
+    assert rows["clean"]["mean"] >= 90.0
+    assert rows["clean"]["train_fit"] >= 99.0
+    for method in ("em", "lsp", "ar"):
+        assert rows[method]["mean"] <= 30.0, method
+    assert rows["clean"]["mean"] - rows["tap"]["mean"] >= 20.0
+
+
+def test_tolerance_is_twice_the_seed_std_and_never_zero():
+    assert refresh.tolerance({"std": 3.0}) == 6.0
+    assert refresh.tolerance({"std": 0.0}) == refresh.MIN_TOLERANCE
+    assert refresh.tolerance({"std": None}) == refresh.SINGLE_SEED_TOLERANCE
+
+
+def run_preset(preset: str, workdir: Path) -> dict:
+    """Run ``preset`` in ``workdir`` as a user would; the rows its tables hold."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    environment = {**os.environ, "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}
+    command = [sys.executable, "-m", "snakemake", "--snakefile", str(ROOT / "Snakefile"), "--cores", "all"]
+    if preset != "default":
+        command += ["--configfile", str(ROOT / refresh.PRESETS[preset])]
+    else:
+        shutil.copytree(ROOT / "config", workdir / "config")
+    result = subprocess.run(command, cwd=workdir, capture_output=True, text=True, env=environment)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return {"rows": refresh.read_results(workdir)}
+
+
+def assert_reproduces(preset: str, workdir: Path) -> None:
+    reference = refresh.load(preset)
+    new = run_preset(preset, workdir)
+    key = ("dataset", "method", "backbone", "weighting", "defense")
+    expected = {tuple(row[k] for k in key): row for row in reference["rows"]}
+    measured = {tuple(row[k] for k in key): row for row in new["rows"]}
+    assert measured.keys() == expected.keys()
+    outside = [
+        f"{' / '.join(cell)}: {measured[cell]['mean']:.2f} vs reference {row['mean']:.2f} (tolerance ±{refresh.tolerance(row):.2f})"
+        for cell, row in expected.items()
+        if abs(measured[cell]["mean"] - row["mean"]) > refresh.tolerance(row)
+    ]
+    assert not outside, "results moved outside the reference's tolerance:\n" + "\n".join(outside)
+
+
+@pytest.mark.slow
+def test_the_embedded_default_reproduces_its_reference(tmp_path):
+    assert_reproduces("default", tmp_path / "default")
+
+
+@pytest.mark.sanity
+def test_the_sanity_protocol_reproduces_its_reference(tmp_path):
+    assert_reproduces("sanity", tmp_path / "sanity")
