@@ -102,6 +102,7 @@ def test_the_embedded_default_reproduces_its_reference(tmp_path):
     assert_reproduces("default", tmp_path / "default")
 
 
+@pytest.mark.slow
 @pytest.mark.sanity
 def test_the_sanity_protocol_reproduces_its_reference(tmp_path):
     assert_reproduces("sanity", tmp_path / "sanity")

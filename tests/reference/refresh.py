@@ -117,11 +117,17 @@ def render(reference: dict[str, Any]) -> str:
     for dataset in dict.fromkeys(row["dataset"] for row in rows):
         in_dataset = [row for row in rows if row["dataset"] == dataset]
         conditions = list(dict.fromkeys(_condition(row) for row in in_dataset))
-        methods = list(dict.fromkeys(row["method"] for row in in_dataset))
+        # The main condition is the one every method was run in; the robustness blocks follow.
+        counts = {condition: sum(_condition(row) == condition for row in in_dataset) for condition in conditions}
+        conditions.sort(key=lambda condition: -counts[condition])
+        main = conditions[0]
         cells = {(row["method"], _condition(row)): row for row in in_dataset}
+        methods = sorted(
+            dict.fromkeys(row["method"] for row in in_dataset),
+            key=lambda method: (method != "clean", cells[(method, main)]["mean"] if (method, main) in cells else math.inf),
+        )
         seeds = {condition: max(row["n_seeds"] for row in in_dataset if _condition(row) == condition) for condition in conditions}
         header = ["method", *(f"{b} · {w} · {d} ({seeds[(b, w, d)]} seed{'s' if seeds[(b, w, d)] > 1 else ''})" for b, w, d in conditions)]
-        main = conditions[0]
         header += [f"drop from clean ({main[0]} · {main[1]})", "train fit", "rank", "ties with"]
         lines = [f"| {' | '.join(header)} |", f"|{'---|' * len(header)}"]
         clean = cells.get(("clean", main))
@@ -143,10 +149,14 @@ def render(reference: dict[str, Any]) -> str:
 def readme_block(preset: str, text: str | None = None) -> str:
     """The text between the preset's markers in the README."""
     text = README.read_text() if text is None else text
-    match = re.search(rf"<!-- reference:{preset} -->\n(.*?)\n<!-- /reference:{preset} -->", text, re.S)
+    return _block(preset, text).group(1).rstrip("\n")
+
+
+def _block(preset: str, text: str) -> re.Match:
+    match = re.search(rf"<!-- reference:{preset} -->\n(.*?)<!-- /reference:{preset} -->", text, re.S)
     if match is None:
         raise SystemExit(f"README.md has no <!-- reference:{preset} --> ... <!-- /reference:{preset} --> block")
-    return match.group(1)
+    return match
 
 
 def _write_atomically(path: Path, text: str) -> None:
@@ -172,9 +182,9 @@ def main(argv: list[str] | None = None) -> int:
     if any(not math.isfinite(row["mean"]) for row in reference["rows"]):
         raise SystemExit("a mean is not finite: the run did not finish cleanly")
     text = README.read_text()
-    block = readme_block(args.preset, text)
+    block = _block(args.preset, text)
     _write_atomically(REFERENCE_DIR / f"{args.preset}.json", json.dumps(reference, indent=1) + "\n")
-    _write_atomically(README, text.replace(block, render(reference), 1))
+    _write_atomically(README, text[: block.start(1)] + render(reference) + "\n" + text[block.end(1) :])
     print(f"tests/reference/{args.preset}.json and README.md refreshed from {args.results}")
     return 0
 
