@@ -61,6 +61,18 @@ def tiny_dense_shapes(tmp_path_factory):
 
 
 @pytest.fixture(scope="session")
+def surrogate(tiny_shapes, tmp_path_factory):
+    """(final model, snapshots at epochs 0 and 1) of a 2-epoch clean run on ``tiny_shapes``."""
+    from mtlue.methods.surrogate import surrogate_files, train_surrogate
+    from victims.config import TrainConfig, VictimConfig
+
+    out = tmp_path_factory.mktemp("surrogate") / "surrogate"
+    recipe = TrainConfig(epochs=2, batch_size=16, device="cpu", eval_every=0, num_threads=1)
+    train_surrogate(tiny_shapes, out, victim=VictimConfig(backbone="test_resnet"), config=recipe, every=1, progress=False)
+    return surrogate_files(out)
+
+
+@pytest.fixture(scope="session")
 def tiny_victim_results(tiny_shapes, tmp_path_factory):
     """A results folder of real tiny victims on ``tiny_shapes``: methods clean and lsp (real
     stores from ``mtlue poison``), seeds 0 and 1, test_resnet, one epoch; defense ``none`` and,

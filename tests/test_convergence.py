@@ -22,10 +22,9 @@ from mtlue.data import TaskKind
 from mtlue.methods import GenerationContext, MethodError, UEMethod, create_method, make_poison
 from mtlue.methods.objectives import shifted_targets
 from mtlue.methods.pgd import objective_value, split_source
-from mtlue.methods.surrogate import load_surrogate, surrogate_files, train_surrogate
+from mtlue.methods.surrogate import load_surrogate
 from mtlue.poisons import load_store, read_card
 from victims.augment import CenterCrop
-from victims.config import TrainConfig, VictimConfig
 
 #: EM on tiny data: few, large PGD steps and a small surrogate.
 EM_TINY = ["--set", "backbone=test_resnet", "--set", "steps=2", "--set", "step_size=2.0", "--set", "batch_size=16", "--set", "model_steps=2"]
@@ -33,15 +32,6 @@ EM_TINY = ["--set", "backbone=test_resnet", "--set", "steps=2", "--set", "step_s
 MTLUE_TINY = {"batch_size": 16, "lr_milestones": [1]}
 #: A log line as ``mtlue`` writes it: timestamp, level, logger name, message.
 LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d (INFO|WARNING) ([\w.]+): (.*)$")
-
-
-@pytest.fixture(scope="module")
-def surrogate(tiny_shapes, tmp_path_factory):
-    """(final model, snapshots at epochs 0 and 1) of a 2-epoch clean run."""
-    out = tmp_path_factory.mktemp("surrogate") / "surrogate"
-    recipe = TrainConfig(epochs=2, batch_size=16, device="cpu", eval_every=0, num_threads=1)
-    train_surrogate(tiny_shapes, out, victim=VictimConfig(backbone="test_resnet"), config=recipe, every=1, progress=False)
-    return surrogate_files(out)
 
 
 def _mlflow_history(uri, run_id, key):

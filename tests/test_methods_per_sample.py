@@ -18,10 +18,9 @@ from mtlue.methods.pgd import (
     random_start,
     split_source,
 )
-from mtlue.methods.surrogate import load_surrogate, surrogate_files, train_surrogate
+from mtlue.methods.surrogate import load_surrogate
 from mtlue.poisons import publish
 from victims.augment import CenterCrop
-from victims.config import TrainConfig, VictimConfig
 from victims.losses import task_loss
 from victims.model import MultiTaskModel
 from victims.train import seed_everything
@@ -30,15 +29,6 @@ from victims.train import seed_everything
 QUICK = dict(steps=3, step_size=2.0, batch_size=16)
 
 
-
-
-@pytest.fixture(scope="module")
-def surrogate(tiny_shapes, tmp_path_factory):
-    """(final model, snapshots at epochs 0 and 1) of a 2-epoch clean run."""
-    out = tmp_path_factory.mktemp("surrogate") / "surrogate"
-    recipe = TrainConfig(epochs=2, batch_size=16, device="cpu", eval_every=0, num_threads=1)
-    train_surrogate(tiny_shapes, out, victim=VictimConfig(backbone="test_resnet"), config=recipe, every=1, progress=False)
-    return surrogate_files(out)
 
 
 def assert_within_budget(dataset: PreparedDataset, deltas: np.ndarray, epsilon: int) -> None:
