@@ -78,7 +78,12 @@ def test_dry_run_fans_victims_out_over_every_axis(tmp_path):
 
 def dry_run_jobs(workdir: Path) -> list[dict]:
     """Every job of a dry run: its rule, outputs and shell command."""
-    result = run_snakemake("-n", "-p", cwd=workdir)
+    return dry_run_jobs_with(workdir)
+
+
+def dry_run_jobs_with(workdir: Path, *args: str) -> list[dict]:
+    """Every job of a dry run with extra Snakemake arguments: its rule, outputs and shell command."""
+    result = run_snakemake("-n", "-p", *args, cwd=workdir)
     assert result.returncode == 0, result.stderr
     jobs = []
     for block in (result.stdout + result.stderr).split("\nrule ")[1:]:
@@ -113,6 +118,37 @@ def test_a_victim_s_seeds_are_one_job_with_one_output_per_seed(tmp_path):
     jobs = [job for job in dry_run_jobs(workdir_with_config(tmp_path / "one", config)) if job["rule"].startswith("victim")]
     assert len(jobs) == 3 + 4 + 1 and all(len(job["outputs"]) == 1 for job in jobs)
     assert {job["rule"] for job in jobs} == {"victim_seeds_0", "victim_seeds_1", "victim_seeds_2", "victim_seeds_7"}
+
+
+def test_a_config_file_runs_alone_as_check_config_resolves_it(tmp_path):
+    # The embedded default sits where Snakemake looks for it; the user's file names another
+    # dataset and other methods. Merged, the run would also prepare `photodigits`, keep the
+    # default's methods and reject its EM hyperparameters.
+    demo = {"datasets": {"photodigits": {}}, "poisons": {"methods": ["clean", "em"], "hyperparameters": {"em": {"max_rounds": 2}}}}
+    workdir = workdir_with_config(tmp_path, demo)
+    user = {"datasets": {"tiny": {"source": "shapes"}}, "poisons": {"methods": ["clean", "lsp"]}, "victims": {"backbones": ["test_resnet"]}}
+    (workdir / "mine.yaml").write_text(yaml.safe_dump(user))
+
+    jobs = dry_run_jobs_with(workdir, "--configfile", "mine.yaml")
+    outputs = [path for job in jobs for path in job["outputs"]]
+    assert outputs and not [path for path in outputs if "photodigits" in path]
+    assert {job["rule"] for job in jobs if job["rule"] == "poison"} == {"poison"}
+    assert sorted(path.split("/")[3] for path in outputs if path.endswith("card.json")) == ["clean", "lsp"]
+
+    printed = subprocess.run(
+        [str(Path(sys.executable).parent / "mtlue"), "check-config", "mine.yaml", "--print"],
+        cwd=workdir, capture_output=True, text=True, check=True,
+    )
+    used = json.loads((workdir / "results" / "config.json").read_text())
+    used.pop("submitted")
+    assert used == yaml.safe_load(printed.stdout)
+    assert used["victims"]["train"]["epochs"] == 60 and used["surrogate"]["backbone"] == "resnet18"  # the schema's paper defaults
+
+    # Without a config file the embedded default runs; `--config` still changes single keys.
+    jobs = dry_run_jobs_with(workdir, "--config", "tracking_uri=none")
+    assert any("photodigits" in path for job in jobs for path in job["outputs"])
+    used = json.loads((workdir / "results" / "config.json").read_text())
+    assert used["tracking_uri"] == "none" and used["poisons"]["methods"] == ["clean", "em"]
 
 
 def test_unknown_method_or_hyperparameter_stops_the_workflow(tmp_path):
