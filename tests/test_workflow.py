@@ -234,3 +234,42 @@ def test_every_stage_runs_end_to_end_with_a_submission_and_a_robustness_block(tm
     log = (workdir / "results" / "logs" / "install_submission" / "tiny" / "my-ue.log").read_text()
     assert "sha256" in log
     shutil.rmtree(workdir / ".snakemake", ignore_errors=True)
+
+
+def _paper_presets():
+    from mtlue.fidelity import load_protocol
+
+    return load_protocol(ROOT / "config" / "protocol.yaml").presets
+
+
+@pytest.mark.parametrize("entry", _paper_presets(), ids=lambda entry: entry.name)
+def test_a_paper_preset_s_dry_run_lists_exactly_the_paper_s_grid(entry, tmp_path):
+    """`snakemake -n --configfile PRESET` plans the grid the protocol table states for it: only its
+    datasets, one poison per method, and the table's number of victim jobs covering every
+    (method, backbone, weighting, defense, seed) of its blocks."""
+    jobs = dry_run_jobs_with(tmp_path, "--configfile", str(ROOT / entry.file))
+    outputs = [path for job in jobs for path in job["outputs"]]
+    resolved = json.loads(next(tmp_path.rglob("config.json")).read_text())
+    per_dataset = [
+        path.removeprefix(f"{root}/").split("/")[0]
+        for root in (resolved["results_root"], resolved["data_root"])
+        for path in outputs
+        if path.startswith(f"{root}/") and not path.startswith(f"{resolved['results_root']}/leaderboard/")
+    ]
+    assert set(per_dataset) == set(entry.grid.datasets)
+
+    cards = sorted(path.split("/")[3] for path in outputs if path.endswith("/card.json") and "/poisons/" in path)
+    assert cards == sorted(entry.grid.methods)
+    victims = [job for job in jobs if job["rule"].startswith("victim")]
+    assert len(victims) == entry.grid.victim_jobs
+    planned = {path.split("/victims/", 1)[1].removesuffix("/metrics.json") for job in victims for path in job["outputs"]}
+    expected = {
+        f"{method}/{backbone}/{weighting}/{defense}/seed{seed}"
+        for block in entry.grid.blocks
+        for method in block.get("methods", entry.grid.methods)
+        for backbone in block["backbones"]
+        for weighting in block["weightings"]
+        for defense in block["defenses"]
+        for seed in block["seeds"]
+    }
+    assert planned == expected
