@@ -37,7 +37,7 @@ TINY = {"max_epochs": 1, "batch_size": 16, "lr_milestones": [1]}
 
 @pytest.fixture(scope="module")
 def surrogate_folder(tiny_shapes, tmp_path_factory):
-    """A clean surrogate trained by the surrogate stage: final model + snapshots at epochs 0, 1."""
+    """A clean surrogate trained by the surrogate stage: final model + snapshots after epochs 1, 2."""
     from mtlue.methods.surrogate import train_surrogate
     from victims.config import TrainConfig, VictimConfig
 

@@ -15,7 +15,8 @@ loss (:mod:`mtlue.methods.objectives`):
 - ``mtlue-tap``: the clean surrogate's final model, frozen; the generator minimises its loss toward
   the shifted labels (binary 1 - y, C classes (y + floor(C/2)) mod C; depth and normals: minus
   their loss). Stops when the error to those labels is <= 0.1 (binary) / 1e-4 (multiclass).
-- ``mtlue-sep``: the same loss averaged over the snapshots of one clean run (epochs 0, 4, ..., 56).
+- ``mtlue-sep``: the same loss averaged over the snapshots of one clean run (after epochs 1, 5, ..., 57 of 60;
+  the release's ``_epoch0`` .. ``_epoch56``, see :mod:`mtlue.methods.surrogate`).
 
 Defaults are the release's CelebA settings (its main table); where UTKFace's differ the field
 comment says so. This module imports no torch: ``mtlue.methods`` is loaded by the command line

@@ -11,7 +11,8 @@ made on the final model alone. Here: the ``"tap"`` objective of :mod:`mtlue.meth
 averaged over the checkpoints, every checkpoint seeing the same crop.
 
 Defaults, MTL-UE's (Yu et al., ICML 2025, reference §2.5 and §3): the 15 checkpoints of one
-clean surrogate run at epochs 0, 4, ..., 56 of 60 (``mtlue surrogate --every 4``: pass each
+clean surrogate run taken after epochs 1, 5, ..., 57 of 60 (the release's ``_epoch0`` ..
+``_epoch56``, ``perturbation_MTL_binary_DAE.py:767-768``; ``mtlue surrogate --every 4``: pass each
 ``OUT/epoch_*.pt`` with ``--surrogate-checkpoint``), epsilon 8/255, 20 PGD steps of 0.8/255,
 uniform random start. The random streams are the ``tap`` objective's, not named after this
 method, so SEP with a single checkpoint makes exactly TAP's perturbation with that model.
