@@ -235,6 +235,8 @@ class GeneratorTrainer:
 
     ``surrogates`` are frozen models in eval mode whose losses are averaged (one for EM and TAP,
     the checkpoints for SEP). ``loss_tasks`` are the protected tasks the UE loss covers.
+    ``binary_target`` is how the ``"tap"`` objective attacks binary tasks (TAP: ``"untargeted"``,
+    SEP: ``"flip"``, as the release; :mod:`mtlue.methods.objectives`).
     """
 
     def __init__(
@@ -253,6 +255,7 @@ class GeneratorTrainer:
         lr_milestones: Sequence[int],
         lr_gamma: float,
         data_generator: torch.Generator,
+        binary_target: str = "untargeted",
     ) -> None:
         if not surrogates:
             raise ValueError("the generator needs at least one surrogate to compute its loss on")
@@ -262,6 +265,7 @@ class GeneratorTrainer:
         self.surrogates = list(surrogates)
         self.loss_tasks = tuple(loss_tasks)
         self.objective = objective
+        self.binary_target = binary_target
         self.crop_size = crop_size
         self.augment = augment
         self.intra_task_weight = float(intra_task_weight)
@@ -275,7 +279,10 @@ class GeneratorTrainer:
         clean = to_unit_range(images)
         perturbed = (clean + self.generator(clean, targets)).clamp(0.0, 1.0)
         view, view_targets = _view(perturbed, targets, self.surrogates[0].tasks, self.crop_size, self.augment, self.data_generator)
-        base = torch.stack([ue_loss(self.objective, model(view), view_targets, self.loss_tasks) for model in self.surrogates]).mean()
+        base = torch.stack([
+            ue_loss(self.objective, model(view), view_targets, self.loss_tasks, binary_target=self.binary_target)
+            for model in self.surrogates
+        ]).mean()
         embeddings = self.generator.protected_class_embeddings()
         total = base
         intra = inter = base.new_zeros(())
@@ -463,6 +470,8 @@ def generate_mtl_ue(method: Any, dataset: PreparedDataset, context: Any) -> np.n
         intra_task_weight=hp.effective_intra_task_weight, inter_task_weight=hp.effective_inter_task_weight,
         lr=hp.lr, weight_decay=hp.weight_decay, lr_milestones=hp.lr_milestones, lr_gamma=hp.lr_gamma,
         data_generator=data_generator,
+        # TAP: untargeted, SEP: flip (the release's); EM's objective has no binary target.
+        binary_target=getattr(hp, "binary_target", "untargeted"),
     )
     source = training_source(dataset, device)
     stop_rule = StopRule(hp.stop_error_binary, hp.stop_error_multiclass, targeted=method.targeted_stop)
