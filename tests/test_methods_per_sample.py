@@ -9,7 +9,7 @@ import torch
 from mtlue.data import DatasetWriter, PreparedDataset, Task, TaskKind
 from mtlue.data.tasks import IGNORE_INDEX
 from mtlue.methods import GenerationContext, MethodError, Requirement, create_method, method_class
-from mtlue.methods.em import EMHyperparameters, error_minimizing_noise
+from mtlue.methods.em import EMHyperparameters, error_minimizing_noise, training_error
 from mtlue.methods.objectives import shifted_targets, ue_loss
 from mtlue.methods.pgd import (
     objective_value,
@@ -293,3 +293,41 @@ def test_em_without_any_error_rate_runs_to_the_cap(tmp_path):
     run = error_minimizing_noise(dataset, GenerationContext(), EMHyperparameters(**settings))
     assert run.stopped_by == "max_rounds" and [record["train_error"] for record in run.rounds] == [None, None]
     assert_within_budget(dataset, run.deltas, 8)
+
+
+def _batch_norm_buffers(model):
+    return [module.running_mean.clone() for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+
+
+def test_em_stop_check_runs_the_surrogate_in_train_mode_by_default(tiny_shapes, monkeypatch):
+    """The MTL-UE release's EM stop check leaves the surrogate in train mode
+    (perturbation_MTL_binary_DAE.py:545, :551): batch statistics, running statistics refreshed."""
+    assert EMHyperparameters().stop_check_mode == "train"
+    tasks, crop = tiny_shapes.tasks, tiny_shapes.crop_size
+    seed_everything(0)
+    model = MultiTaskModel(tasks, "test_resnet", image_size=crop).eval()
+    source = split_source(tiny_shapes, torch.device("cpu"))
+    deltas = np.zeros((len(source), *tiny_shapes.image_shape), dtype=np.float16)
+    check = dict(epsilon=8, crop_size=crop, batch_size=16, generator=None)
+
+    before = _batch_norm_buffers(model)
+    eval_error = training_error(model, source, deltas, tasks, train_mode=False, **check)
+    assert all(torch.equal(a, b) for a, b in zip(before, _batch_norm_buffers(model), strict=True))
+    train_error = training_error(model, source, deltas, tasks, **check)  # default: train mode
+    after = _batch_norm_buffers(model)
+    assert before and not any(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert not model.training, "the check restores the model's mode"
+    assert train_error != eval_error  # batch statistics, not the untrained running ones
+
+    # The method hands its hyperparameter to the check.
+    from mtlue.methods import em as em_module
+
+    seen = []
+    real = em_module.training_error
+    monkeypatch.setattr(em_module, "training_error", lambda *args, **kwargs: seen.append(kwargs["train_mode"]) or real(*args, **kwargs))
+    quick = dict(backbone="test_resnet", steps=1, step_size=2.0, batch_size=16, model_steps=1, max_rounds=1)
+    error_minimizing_noise(tiny_shapes, GenerationContext(seed=0), EMHyperparameters(**quick))
+    error_minimizing_noise(tiny_shapes, GenerationContext(seed=0), EMHyperparameters(**quick, stop_check_mode="eval"))
+    assert seen == [True, False]
+    with pytest.raises(ValueError, match="stop_check_mode is train"):
+        EMHyperparameters(stop_check_mode="inference")

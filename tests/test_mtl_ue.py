@@ -315,6 +315,45 @@ def test_tap_loss_attacks_binary_tasks_untargeted_unless_the_flip_is_asked(tiny_
     assert seen == ["untargeted", "flip", "flip"]
 
 
+def test_mtl_ue_em_checks_its_surrogate_in_train_mode_and_tap_in_eval_mode(tiny_shapes, monkeypatch):
+    """Release: the EM check follows model.train() (perturbation_MTL_binary_DAE.py:545, :551);
+    TAP and SEP check their frozen surrogates in eval mode."""
+    from mtlue.methods import mtl_ue_training
+    from mtlue.methods.mtl_ue import MTLUEEMHyperparameters, MTLUETAPHyperparameters
+    from mtlue.methods.mtl_ue_training import classification_errors
+
+    assert MTLUEEMHyperparameters().stop_check_mode == "train"
+    assert not hasattr(MTLUETAPHyperparameters(), "stop_check_mode")
+    torch.manual_seed(1)
+    model = MultiTaskModel(tiny_shapes.tasks, "test_resnet", image_size=tiny_shapes.crop_size).eval()
+    generator = generator_for(tiny_shapes)
+    source = training_source(tiny_shapes, torch.device("cpu"))
+
+    def buffers():
+        return [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    def errors(train_mode):
+        return classification_errors(
+            generator, model, source, tiny_shapes.tasks, epsilon=EPSILON, targeted=False, crop_size=tiny_shapes.crop_size,
+            augment=False, batch_size=16, data_generator=torch.Generator().manual_seed(0), model_train_mode=train_mode,
+        )
+
+    before = buffers()
+    errors(False)
+    assert all(torch.equal(a, b) for a, b in zip(before, buffers(), strict=True))
+    errors(True)
+    assert not any(torch.equal(a, b) for a, b in zip(before, buffers(), strict=True))
+    assert not model.training and generator.training, "modes are restored"
+
+    seen = []
+    real = mtl_ue_training.classification_errors
+    monkeypatch.setattr(mtl_ue_training, "classification_errors", lambda *a, **k: seen.append(k["model_train_mode"]) or real(*a, **k))
+    quick = dict(TINY, generator_width=0.25, surrogate_backbone="test_resnet", surrogate_steps=1)
+    create_method("mtlue-em", **quick).generate(tiny_shapes, GenerationContext(seed=0))
+    create_method("mtlue-em", **quick, stop_check_mode="eval").generate(tiny_shapes, GenerationContext(seed=0))
+    assert seen == [True, False]
+
+
 def test_dense_tasks_train_their_label_embeddings(tiny_dense_shapes):
     torch.manual_seed(1)
     surrogate = MultiTaskModel(tiny_dense_shapes.tasks, "test_resnet", image_size=tiny_dense_shapes.crop_size, decoder_width=0.125)

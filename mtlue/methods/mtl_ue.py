@@ -148,9 +148,14 @@ class MTLUEEMHyperparameters(MTLUEHyperparameters):
     surrogate_lr: float = 1e-3
     surrogate_weight_decay: float = 1e-4
     surrogate_clip_norm: float = 5.0
+    #: Mode of the surrogate during the stop check: "train" (the release: batch statistics,
+    #: running statistics refreshed) or "eval"; see mtl_ue_training's module docstring.
+    stop_check_mode: str = "train"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.stop_check_mode not in ("train", "eval"):
+            raise ValueError(f"stop_check_mode is train (the release) or eval, got {self.stop_check_mode!r}")
         if self.surrogate_steps < 1:
             raise ValueError(f"surrogate_steps must be at least 1 (min-min needs the surrogate to learn), got {self.surrogate_steps}")
         if not (self.surrogate_lr > 0 and self.surrogate_clip_norm > 0 and self.surrogate_weight_decay >= 0):
