@@ -29,6 +29,7 @@ __all__ = [
     "validate_config",
     "victim_jobs",
     "victim_runs",
+    "victim_train",
 ]
 
 
@@ -201,18 +202,42 @@ def defense_options(config: Mapping[str, Any], spec: str) -> dict[str, Any]:
     return {f"{name}.{key}": value for name in spec.split("+") for key, value in options.get(name, {}).items()}
 
 
+def victim_train(config: Mapping[str, Any], spec: str) -> dict[str, Any]:
+    """The training recipe of a victim with defense ``spec``: `victims.train` with the
+    `victims.train_per_defense` keys of each component of ``spec`` (e.g. the release's AT
+    schedule, `{at: {milestones: [0.75, 0.9], batch_size: 128}}`)."""
+    recipe = dict(config["victims"]["train"])
+    overrides = config["victims"].get("train_per_defense", {})
+    chosen: dict[str, tuple[str, Any]] = {}
+    for name in spec.split("+"):
+        for key, value in overrides.get(name, {}).items():
+            if key in chosen and chosen[key][1] != value:
+                raise ConfigError(
+                    f"victims.train_per_defense: defense {spec!r} gets {key} {chosen[key][1]!r} from {chosen[key][0]!r} "
+                    f"and {value!r} from {name!r}; give the two the same {key} or drop one"
+                )
+            chosen[key] = (name, value)
+    recipe.update({key: value for key, (_, value) in chosen.items()})
+    return recipe
+
+
 def _check_defenses(config: Mapping[str, Any]) -> None:
     """Every defense of the grid and of the robustness blocks builds with its configured options."""
     from victims.defenses import DefenseError, create_defense, split_spec
 
     specs = dict.fromkeys([*config["victims"]["defenses"], *(d for block in config["robustness"] for d in block["defenses"])])
     used = {name for spec in specs for name in split_spec(spec)}
-    for name in config["victims"]["defense_options"]:
-        if name not in used:
-            raise ConfigError(
-                f"victims.defense_options.{name}: no configured defense uses {name!r} "
-                f"(defenses: {', '.join(specs)}); add it to victims.defenses or a robustness block, or remove its options"
-            )
+    for section in ("defense_options", "train_per_defense"):
+        for name in config["victims"][section]:
+            if name not in used:
+                raise ConfigError(
+                    f"victims.{section}.{name}: no configured defense uses {name!r} "
+                    f"(defenses: {', '.join(specs)}); add it to victims.defenses or a robustness block, or remove its options"
+                )
+    for spec in specs:
+        recipe = victim_train(config, spec)
+        if list(recipe["milestones"]) != sorted(set(recipe["milestones"])):
+            raise ConfigError(f"victims.train_per_defense: the milestones of defense {spec!r} must be increasing, got {recipe['milestones']}")
     for spec in specs:
         try:
             create_defense(spec, **defense_options(config, spec))

@@ -62,7 +62,7 @@ def tiny_dense_shapes(tmp_path_factory):
 
 @pytest.fixture(scope="session")
 def surrogate(tiny_shapes, tmp_path_factory):
-    """(final model, snapshots at epochs 0 and 1) of a 2-epoch clean run on ``tiny_shapes``."""
+    """(final model, snapshots after epochs 1 and 2) of a 2-epoch clean run on ``tiny_shapes``."""
     from mtlue.methods.surrogate import surrogate_files, train_surrogate
     from victims.config import TrainConfig, VictimConfig
 

@@ -178,3 +178,49 @@ def test_pretrained_weights_load_from_a_local_file_only(tmp_path):
 def test_grayscale_inputs():
     model = MultiTaskModel(CLASSIFICATION, "test_resnet", image_size=24, in_chans=1)
     assert model(torch.rand(BATCH, 1, 24, 24))["age"].shape == (BATCH, 9)
+
+
+def _last_block_norms(net: nn.Module) -> list[torch.Tensor]:
+    """The gamma of each residual block's last batch norm (timm: bn2 of BasicBlock, bn3 of Bottleneck)."""
+    from timm.models.resnet import BasicBlock, Bottleneck
+
+    gammas = []
+    for module in net.modules():
+        if isinstance(module, Bottleneck):
+            gammas.append(module.bn3.weight.detach())
+        elif isinstance(module, BasicBlock):
+            gammas.append(module.bn2.weight.detach())
+    return gammas
+
+
+@pytest.mark.parametrize("name", ["resnet18", "resnet10t", "test_resnet"])
+@pytest.mark.parametrize("stem", ["release", "cifar"])
+def test_resnets_start_with_every_batch_norm_gamma_at_one_as_the_release(name, stem):
+    """timm zeroes each block's last gamma (zero_init_last=True); the release's ResNetMTL sets
+    every gamma to 1 (models/ResNetMTL.py:97-102)."""
+    assert any(float(gamma.abs().max()) == 0 for gamma in _last_block_norms(timm.create_model(name, num_classes=0)))
+    encoder = create_backbone(name, image_size=32, stem=stem)
+    gammas = _last_block_norms(encoder.net)
+    assert gammas and all(torch.equal(gamma, torch.ones_like(gamma)) for gamma in gammas)
+    norms = [m for m in encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert all(torch.equal(m.weight, torch.ones_like(m.weight)) and torch.equal(m.bias, torch.zeros_like(m.bias)) for m in norms)
+
+
+def test_resnet50_bottlenecks_and_the_victim_model_start_with_gamma_one():
+    model = MultiTaskModel([Task("a", TaskKind.BINARY, 2)], "resnet50", image_size=32)
+    gammas = _last_block_norms(model)
+    assert len(gammas) == 16 and all(torch.equal(gamma, torch.ones_like(gamma)) for gamma in gammas)
+
+
+@pytest.mark.parametrize("name", ["test_resnet", "resnet18"])
+def test_dense_resnet_encoders_start_with_gamma_one(name):
+    """The timm-universal encoder (tu-test_resnet) gets zero_init_last=False; smp's own resnet18
+    is torchvision's, whose gammas start at 1 anyway."""
+    encoder = create_dense_encoder(name)
+    norms = [m for m in encoder.modules() if isinstance(m, nn.BatchNorm2d)]
+    assert norms and all(torch.equal(m.weight, torch.ones_like(m.weight)) for m in norms)
+
+
+def test_other_architectures_are_built_without_the_resnet_option():
+    create_backbone("densenet121", image_size=32)  # would raise TypeError if zero_init_last were passed
+    create_backbone("vit_tiny_patch4", image_size=32)

@@ -17,6 +17,7 @@ from mtlue.config import (
     validate_config,
     victim_jobs,
     victim_runs,
+    victim_train,
 )
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -140,6 +141,46 @@ def test_victim_jobs_group_each_victim_s_seeds_and_split_them_on_request():
 def test_bad_seeds_per_job_names_the_key_and_the_choices(value):
     with pytest.raises(ConfigError, match=r"victims\.seeds_per_job.*`all` or a positive integer"):
         validate_config({"datasets": {"shapes": {}}, "victims": {"seeds_per_job": value}})
+
+
+def test_train_per_defense_gives_at_victims_the_releases_schedule():
+    """Release configs/CelebA/resnet18_madrys.yaml: milestones [45, 54, 60] of 60 epochs, batch
+    128, where the plain victims drop at 60 % and 80 %."""
+    config = validate_config({
+        "datasets": {"shapes": {}},
+        "victims": {
+            "defenses": ["none", "at", "jpeg+at", "jpeg"],
+            "train_per_defense": {"at": {"milestones": [0.75, 0.9], "batch_size": 128}},
+        },
+    })
+    plain = victim_train(config, "none")
+    assert plain == config["victims"]["train"] and plain["milestones"] == [0.6, 0.8]
+    assert victim_train(config, "jpeg") == plain
+    at = victim_train(config, "at")
+    assert at == {**plain, "milestones": [0.75, 0.9], "batch_size": 128}
+    assert victim_train(config, "jpeg+at") == at
+    # 60 epochs: the drops land on the release's epochs 45 and 54 (its third, 60, is after the last epoch).
+    from victims.config import TrainConfig
+
+    recipe = TrainConfig(epochs=at["epochs"], milestones=tuple(at["milestones"]))
+    assert recipe.milestone_epochs() == [45, 54]
+    # The default: no override, every victim trains with victims.train.
+    assert validate_config({"datasets": {"shapes": {}}})["victims"]["train_per_defense"] == {}
+
+
+@pytest.mark.parametrize(
+    ("victims", "message"),
+    [
+        ({"train_per_defense": {"at": {"batch_size": 128}}}, "train_per_defense.at: no configured defense uses 'at'"),
+        ({"defenses": ["at"], "train_per_defense": {"at": {"milestone": [0.75]}}}, "milestone"),
+        ({"defenses": ["at"], "train_per_defense": {"at": {"milestones": [1.0]}}}, "milestones"),
+        ({"defenses": ["at"], "train_per_defense": {"at": {"milestones": [0.9, 0.75]}}}, "must be increasing"),
+        ({"defenses": ["jpeg+at"], "train_per_defense": {"at": {"batch_size": 128}, "jpeg": {"batch_size": 64}}}, "gets batch_size 64 from 'jpeg' and 128 from 'at'"),
+    ],
+)
+def test_bad_train_per_defense_is_refused_with_the_key(victims, message):
+    with pytest.raises(ConfigError, match=message):
+        validate_config({"datasets": {"shapes": {}}, "victims": victims})
 
 
 def test_defense_options_reach_every_composition_that_uses_the_defense():

@@ -412,6 +412,33 @@ def test_pgd_stays_in_budget_and_raises_the_loss():
     assert adversarial > clean
 
 
+def test_pgd_starts_from_gaussian_noise_times_the_step_size_as_the_release():
+    """Release madrys.py:121 (BCEMadrysLoss) and APBench mardrys.py:35-37: x + step_size * N(0, I),
+    not a uniform draw in the epsilon ball, and not clamped before the first gradient."""
+    tasks = CLASSIFICATION_TASKS
+    images, targets = make_batch(tasks)
+    model = tiny_model(tasks)
+    seen = []
+    model.register_forward_pre_hook(lambda module, args: seen.append(args[0].detach().clone()))
+    unit = images.float() / 255
+    procedure = create_defense("at", steps=1).procedure
+    procedure.prepare(unit, targets, step_random(5), StepContext(tasks, 1, 1, model))
+    start = seen[0]
+    expected_noise = torch.randn(unit.shape, generator=step_random(5).device, dtype=unit.dtype)
+    assert torch.allclose(start, unit + (2 / 255) * expected_noise, atol=1e-7)
+    noise = (start - unit) / (2 / 255)
+    assert abs(float(noise.mean())) < 0.1 and abs(float(noise.std()) - 1) < 0.1
+    # Gaussian tails leave the epsilon ball sometimes: |N| > 4 has probability 6e-5 per pixel,
+    # so over the batch the start is not confined to [-eps, eps] the way a uniform draw is, and
+    # it is not clamped to [0, 1] either (the batch has pixels at 0 and 255 levels).
+    assert float(noise.abs().max()) > 3
+    assert float(start.min()) < 0 or float(start.max()) > 1
+    # Without the random start the attack begins at the clean images.
+    seen.clear()
+    create_defense("at", steps=1, random_start=False).procedure.prepare(unit, targets, step_random(5), StepContext(tasks, 1, 1, model))
+    assert torch.equal(seen[0], unit)
+
+
 def test_train_step_on_floats_equals_the_uint8_step():
     tasks = CLASSIFICATION_TASKS
     images, targets = make_batch(tasks)

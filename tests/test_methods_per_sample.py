@@ -9,7 +9,7 @@ import torch
 from mtlue.data import DatasetWriter, PreparedDataset, Task, TaskKind
 from mtlue.data.tasks import IGNORE_INDEX
 from mtlue.methods import GenerationContext, MethodError, Requirement, create_method, method_class
-from mtlue.methods.em import EMHyperparameters, error_minimizing_noise
+from mtlue.methods.em import EMHyperparameters, error_minimizing_noise, training_error
 from mtlue.methods.objectives import shifted_targets, ue_loss
 from mtlue.methods.pgd import (
     objective_value,
@@ -94,14 +94,77 @@ def test_ue_losses_are_the_mean_task_loss_and_ascend_where_no_class_can_be_targe
     assert float(ue_loss("em", outputs, view_targets, tasks)) == pytest.approx(float(torch.stack(true_losses).mean()))
 
     goal = shifted_targets(tasks, view_targets)
+    untargeted = (TaskKind.DEPTH, TaskKind.NORMAL, TaskKind.BINARY)
     expected = [
+        task_loss(task)(outputs[task.name], goal[task.name]) if task.kind not in untargeted
+        else -task_loss(task)(outputs[task.name], view_targets[task.name])
+        for task in tasks
+    ]
+    # Default: binary tasks untargeted, minus the BCE on the true labels (the release's TAP).
+    assert float(ue_loss("tap", outputs, view_targets, tasks)) == pytest.approx(float(torch.stack(expected).mean()))
+    assert float(ue_loss("tap", outputs, view_targets, tasks, binary_target="untargeted")) == pytest.approx(float(torch.stack(expected).mean()))
+    # flip: the BCE toward 1 - y (the release's SEP); the other kinds do not change.
+    flipped = [
         task_loss(task)(outputs[task.name], goal[task.name]) if task.kind not in (TaskKind.DEPTH, TaskKind.NORMAL)
         else -task_loss(task)(outputs[task.name], view_targets[task.name])
         for task in tasks
     ]
-    assert float(ue_loss("tap", outputs, view_targets, tasks)) == pytest.approx(float(torch.stack(expected).mean()))
+    assert float(ue_loss("tap", outputs, view_targets, tasks, binary_target="flip")) == pytest.approx(float(torch.stack(flipped).mean()))
+    # EM ignores the binary target.
+    assert float(ue_loss("em", outputs, view_targets, tasks, binary_target="flip")) == pytest.approx(float(torch.stack(true_losses).mean()))
     with pytest.raises(ValueError, match="unknown UE objective 'emm'; choose one of em, tap"):
         ue_loss("emm", outputs, view_targets, tasks)
+    with pytest.raises(ValueError, match="binary_target must be one of untargeted, flip"):
+        ue_loss("tap", outputs, view_targets, tasks, binary_target="targeted")
+
+
+def test_binary_tap_is_untargeted_ascent_and_flip_descends_toward_one_minus_y():
+    """On one binary logit the two variants are different functions: untargeted = -BCE(z, y),
+    flip = BCE(z, 1 - y). Their gradients in z agree in sign but not in size, and -BCE keeps
+    rewarding a confident wrong logit while BCE(z, 1 - y) saturates."""
+    task = Task("b", TaskKind.BINARY, 2)
+    logits = torch.tensor([[2.0], [-1.0], [0.5], [-3.0]])
+    labels = torch.tensor([[1.0], [0.0], [0.0], [1.0]])
+    bce = torch.nn.functional.binary_cross_entropy_with_logits
+    untargeted = ue_loss("tap", {"b": logits}, {"b": labels}, [task])
+    flip = ue_loss("tap", {"b": logits}, {"b": labels}, [task], binary_target="flip")
+    assert float(untargeted) == pytest.approx(-float(bce(logits, labels)))
+    assert float(flip) == pytest.approx(float(bce(logits, 1 - labels)))
+    assert float(untargeted) != pytest.approx(float(flip))
+    # The untargeted loss is unbounded below: pushing the logit far past the wrong side keeps lowering it.
+    far_wrong = torch.tensor([[-50.0]])
+    one = torch.tensor([[1.0]])
+    assert float(ue_loss("tap", {"b": far_wrong}, {"b": one}, [task])) < -49
+    assert float(ue_loss("tap", {"b": far_wrong}, {"b": one}, [task], binary_target="flip")) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_multiclass_tap_targets_the_half_shift_for_either_binary_target():
+    """The release shifts C classes by floor(C/2) (perturbation_MTL_DAE.py:496): 9 -> +4, 5 -> +2."""
+    age, race = Task("age", TaskKind.MULTICLASS, 9), Task("race", TaskKind.MULTICLASS, 5)
+    labels = {"age": torch.arange(9), "race": torch.tensor([0, 1, 2, 3, 4, 0, 1, 2, 3])}
+    shifted = shifted_targets([age, race], labels)
+    assert shifted["age"].tolist() == [4, 5, 6, 7, 8, 0, 1, 2, 3]
+    assert shifted["race"].tolist() == [2, 3, 4, 0, 1, 2, 3, 4, 0]
+    logits = {"age": torch.randn(9, 9, generator=torch.Generator().manual_seed(0)), "race": torch.randn(9, 5, generator=torch.Generator().manual_seed(1))}
+    cross_entropy = torch.nn.functional.cross_entropy
+    expected = (cross_entropy(logits["age"], shifted["age"]) + cross_entropy(logits["race"], shifted["race"])) / 2
+    for binary_target in ("untargeted", "flip"):
+        assert float(ue_loss("tap", logits, labels, [age, race], binary_target=binary_target)) == pytest.approx(float(expected))
+
+
+def test_tap_defaults_to_untargeted_binary_and_sep_to_the_flip():
+    from mtlue.methods.mtl_ue import MTLUESEPHyperparameters, MTLUETAPHyperparameters
+
+    assert create_method("tap").hyperparameters.binary_target == "untargeted"
+    assert create_method("sep").hyperparameters.binary_target == "flip"
+    assert create_method("tap", binary_target="flip").hyperparameters.binary_target == "flip"
+    assert MTLUETAPHyperparameters().binary_target == "untargeted"
+    assert MTLUESEPHyperparameters().binary_target == "flip"
+    assert "binary_target" not in create_method("em").hyperparameters_dict()
+    with pytest.raises(Exception, match="binary_target must be one of untargeted, flip"):
+        create_method("tap", binary_target="targeted")
+    with pytest.raises(ValueError, match="binary_target must be one of untargeted, flip"):
+        MTLUETAPHyperparameters(binary_target="1-y")
 
 
 # --------------------------------------------------------------------------------------------
@@ -143,7 +206,8 @@ def test_methods_declare_what_they_need():
     assert method_class("tap").requires is Requirement.SURROGATE
     assert method_class("sep").requires is Requirement.SURROGATE_CHECKPOINTS
     defaults = create_method("tap").hyperparameters_dict()
-    assert defaults == {"steps": 20, "step_size": 0.8, "batch_size": 128, "augment": True}
+    assert defaults == {"steps": 20, "step_size": 0.8, "batch_size": 128, "augment": True, "binary_target": "untargeted"}
+    assert create_method("sep").hyperparameters_dict() == {**defaults, "binary_target": "flip"}
     em = create_method("em").hyperparameters_dict()
     assert (em["model_steps"], em["stop_error"], em["backbone"]) == (10, 0.01, "resnet18")
 
@@ -178,9 +242,15 @@ def test_tap_pushes_the_surrogate_toward_the_shifted_labels_within_budget(tiny_s
 
 def test_sep_with_one_checkpoint_is_tap_with_that_checkpoint(tiny_shapes, surrogate):
     final, (first, second) = surrogate
-    tap = create_method("tap", **QUICK).generate(tiny_shapes, GenerationContext(seed=3, surrogate=second))
+    # SEP attacks binary tasks with the flip (the release's SEP), so it equals TAP with the flip...
+    tap = create_method("tap", **QUICK, binary_target="flip").generate(tiny_shapes, GenerationContext(seed=3, surrogate=second))
     sep = create_method("sep", **QUICK).generate(tiny_shapes, GenerationContext(seed=3, surrogate_checkpoints=(second,)))
     assert np.array_equal(tap, sep)
+    # ... and TAP's default, untargeted on the 6 binary tasks, makes another perturbation.
+    untargeted = create_method("tap", **QUICK).generate(tiny_shapes, GenerationContext(seed=3, surrogate=second))
+    assert not np.array_equal(untargeted, sep)
+    assert np.array_equal(untargeted, create_method("sep", **QUICK, binary_target="untargeted").generate(
+        tiny_shapes, GenerationContext(seed=3, surrogate_checkpoints=(second,))))
     ensemble = create_method("sep", **QUICK).generate(tiny_shapes, GenerationContext(seed=3, surrogate_checkpoints=(first, second)))
     assert_within_budget(tiny_shapes, ensemble, 8)
     assert not np.array_equal(ensemble, sep)  # the other checkpoint's gradient counts
@@ -223,3 +293,41 @@ def test_em_without_any_error_rate_runs_to_the_cap(tmp_path):
     run = error_minimizing_noise(dataset, GenerationContext(), EMHyperparameters(**settings))
     assert run.stopped_by == "max_rounds" and [record["train_error"] for record in run.rounds] == [None, None]
     assert_within_budget(dataset, run.deltas, 8)
+
+
+def _batch_norm_buffers(model):
+    return [module.running_mean.clone() for module in model.modules() if isinstance(module, torch.nn.BatchNorm2d)]
+
+
+def test_em_stop_check_runs_the_surrogate_in_train_mode_by_default(tiny_shapes, monkeypatch):
+    """The MTL-UE release's EM stop check leaves the surrogate in train mode
+    (perturbation_MTL_binary_DAE.py:545, :551): batch statistics, running statistics refreshed."""
+    assert EMHyperparameters().stop_check_mode == "train"
+    tasks, crop = tiny_shapes.tasks, tiny_shapes.crop_size
+    seed_everything(0)
+    model = MultiTaskModel(tasks, "test_resnet", image_size=crop).eval()
+    source = split_source(tiny_shapes, torch.device("cpu"))
+    deltas = np.zeros((len(source), *tiny_shapes.image_shape), dtype=np.float16)
+    check = dict(epsilon=8, crop_size=crop, batch_size=16, generator=None)
+
+    before = _batch_norm_buffers(model)
+    eval_error = training_error(model, source, deltas, tasks, train_mode=False, **check)
+    assert all(torch.equal(a, b) for a, b in zip(before, _batch_norm_buffers(model), strict=True))
+    train_error = training_error(model, source, deltas, tasks, **check)  # default: train mode
+    after = _batch_norm_buffers(model)
+    assert before and not any(torch.equal(a, b) for a, b in zip(before, after, strict=True))
+    assert not model.training, "the check restores the model's mode"
+    assert train_error != eval_error  # batch statistics, not the untrained running ones
+
+    # The method hands its hyperparameter to the check.
+    from mtlue.methods import em as em_module
+
+    seen = []
+    real = em_module.training_error
+    monkeypatch.setattr(em_module, "training_error", lambda *args, **kwargs: seen.append(kwargs["train_mode"]) or real(*args, **kwargs))
+    quick = dict(backbone="test_resnet", steps=1, step_size=2.0, batch_size=16, model_steps=1, max_rounds=1)
+    error_minimizing_noise(tiny_shapes, GenerationContext(seed=0), EMHyperparameters(**quick))
+    error_minimizing_noise(tiny_shapes, GenerationContext(seed=0), EMHyperparameters(**quick, stop_check_mode="eval"))
+    assert seen == [True, False]
+    with pytest.raises(ValueError, match="stop_check_mode is train"):
+        EMHyperparameters(stop_check_mode="inference")

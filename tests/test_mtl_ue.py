@@ -37,7 +37,7 @@ TINY = {"max_epochs": 1, "batch_size": 16, "lr_milestones": [1]}
 
 @pytest.fixture(scope="module")
 def surrogate_folder(tiny_shapes, tmp_path_factory):
-    """A clean surrogate trained by the surrogate stage: final model + snapshots at epochs 0, 1."""
+    """A clean surrogate trained by the surrogate stage: final model + snapshots after epochs 1, 2."""
     from mtlue.methods.surrogate import train_surrogate
     from victims.config import TrainConfig, VictimConfig
 
@@ -259,6 +259,99 @@ def test_regulariser_switches_change_the_loss_by_their_term(tiny_shapes):
     assert (paper.effective_intra_task_weight, paper.effective_inter_task_weight) == (10.0, 200.0)
     ablated = create_method("mtlue-tap", intra_task_term=False, inter_task_term=False).hyperparameters
     assert (ablated.effective_intra_task_weight, ablated.effective_inter_task_weight) == (0.0, 0.0)
+
+
+def test_tap_loss_attacks_binary_tasks_untargeted_unless_the_flip_is_asked(tiny_shapes, surrogate_folder, monkeypatch):
+    """The release's binary MTL-UE + TAP maximises the BCE on the true labels
+    (perturbation_MTL_binary_DAE.py:488, :500); its SEP targets 1 - y (:965)."""
+    from mtlue.methods import mtl_ue_training
+    from mtlue.methods.objectives import ue_loss
+    from victims.augment import CenterCrop, to_unit_range
+
+    surrogate = frozen_surrogate(tiny_shapes)
+    images, targets = batch_of(tiny_shapes)
+    generator = generator_for(tiny_shapes)
+    tasks, crop = tiny_shapes.tasks, tiny_shapes.crop_size
+
+    def base_loss(**options):
+        trainer = GeneratorTrainer(
+            generator, [surrogate], tasks, "tap", crop_size=crop, augment=False, intra_task_weight=0.0,
+            inter_task_weight=0.0, lr=1e-3, weight_decay=1e-4, lr_milestones=[60, 80], lr_gamma=0.1,
+            data_generator=torch.Generator().manual_seed(0), **options,
+        )
+        with torch.no_grad():
+            return trainer.loss(images, targets)[1]["base_loss"]
+
+    with torch.no_grad():
+        clean = to_unit_range(images)
+        view, view_targets = CenterCrop(tasks, crop)((clean + generator(clean, targets)).clamp(0, 1), targets)
+        outputs = surrogate(view)
+    untargeted = float(ue_loss("tap", outputs, view_targets, tasks, binary_target="untargeted"))
+    flip = float(ue_loss("tap", outputs, view_targets, tasks, binary_target="flip"))
+    assert untargeted != pytest.approx(flip)
+    assert base_loss() == pytest.approx(untargeted, rel=1e-5)
+    assert base_loss(binary_target="flip") == pytest.approx(flip, rel=1e-5)
+
+    # The methods hand their hyperparameter to the trainer: mtlue-tap untargeted, mtlue-sep flip.
+    seen = []
+
+    class Stop(Exception):
+        pass
+
+    def capture(self, *args, binary_target="untargeted", **kwargs):
+        seen.append(binary_target)
+        raise Stop
+
+    monkeypatch.setattr(mtl_ue_training.GeneratorTrainer, "__init__", capture)
+    final = surrogate_folder / "final.pt"
+    snapshots = tuple(sorted(surrogate_folder.glob("epoch_*.pt")))
+    for name, context, options in (
+        ("mtlue-tap", GenerationContext(seed=0, surrogate=final), {}),
+        ("mtlue-tap", GenerationContext(seed=0, surrogate=final), {"binary_target": "flip"}),
+        ("mtlue-sep", GenerationContext(seed=0, surrogate_checkpoints=snapshots), {}),
+    ):
+        with pytest.raises(Stop):
+            create_method(name, **TINY, generator_width=0.25, **options).generate(tiny_shapes, context)
+    assert seen == ["untargeted", "flip", "flip"]
+
+
+def test_mtl_ue_em_checks_its_surrogate_in_train_mode_and_tap_in_eval_mode(tiny_shapes, monkeypatch):
+    """Release: the EM check follows model.train() (perturbation_MTL_binary_DAE.py:545, :551);
+    TAP and SEP check their frozen surrogates in eval mode."""
+    from mtlue.methods import mtl_ue_training
+    from mtlue.methods.mtl_ue import MTLUEEMHyperparameters, MTLUETAPHyperparameters
+    from mtlue.methods.mtl_ue_training import classification_errors
+
+    assert MTLUEEMHyperparameters().stop_check_mode == "train"
+    assert not hasattr(MTLUETAPHyperparameters(), "stop_check_mode")
+    torch.manual_seed(1)
+    model = MultiTaskModel(tiny_shapes.tasks, "test_resnet", image_size=tiny_shapes.crop_size).eval()
+    generator = generator_for(tiny_shapes)
+    source = training_source(tiny_shapes, torch.device("cpu"))
+
+    def buffers():
+        return [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+
+    def errors(train_mode):
+        return classification_errors(
+            generator, model, source, tiny_shapes.tasks, epsilon=EPSILON, targeted=False, crop_size=tiny_shapes.crop_size,
+            augment=False, batch_size=16, data_generator=torch.Generator().manual_seed(0), model_train_mode=train_mode,
+        )
+
+    before = buffers()
+    errors(False)
+    assert all(torch.equal(a, b) for a, b in zip(before, buffers(), strict=True))
+    errors(True)
+    assert not any(torch.equal(a, b) for a, b in zip(before, buffers(), strict=True))
+    assert not model.training and generator.training, "modes are restored"
+
+    seen = []
+    real = mtl_ue_training.classification_errors
+    monkeypatch.setattr(mtl_ue_training, "classification_errors", lambda *a, **k: seen.append(k["model_train_mode"]) or real(*a, **k))
+    quick = dict(TINY, generator_width=0.25, surrogate_backbone="test_resnet", surrogate_steps=1)
+    create_method("mtlue-em", **quick).generate(tiny_shapes, GenerationContext(seed=0))
+    create_method("mtlue-em", **quick, stop_check_mode="eval").generate(tiny_shapes, GenerationContext(seed=0))
+    assert seen == [True, False]
 
 
 def test_dense_tasks_train_their_label_embeddings(tiny_dense_shapes):

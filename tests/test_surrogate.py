@@ -31,7 +31,7 @@ from victims.train import seed_everything
 
 from conftest import TINY_SHAPES as SHAPES  # noqa: E402
 from conftest import Killed, kill_after  # noqa: E402
-EPOCHS, EVERY = 3, 2
+EPOCHS, EVERY = 4, 2
 
 
 
@@ -59,35 +59,54 @@ def same_state(first, second) -> bool:
     return first.keys() == second.keys() and all(torch.equal(first[key], second[key]) for key in first)
 
 
-def test_snapshot_schedule_is_seps():
-    assert snapshot_epochs(60, 4) == list(range(0, 57, 4)) and len(snapshot_epochs(60, 4)) == 15
-    assert snapshot_epochs(3, 2) == [0, 2]
-    assert snapshot_epochs(2, 5) == [0]
+def test_snapshot_schedule_is_the_releases():
+    # The release saves _epoch{k} after 0-based epoch k (main_MTL_binary.py:464): after epochs
+    # 1, 5, ..., 57 of 60 with --save_frequency 4; never the untrained network.
+    assert snapshot_epochs(60, 4) == [1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 41, 45, 49, 53, 57]
+    assert snapshot_epochs(4, 2) == [1, 3]
+    assert snapshot_epochs(3, 2) == [1, 3]
+    assert snapshot_epochs(2, 5) == [1]
+    assert 0 not in snapshot_epochs(10, 1) and snapshot_epochs(10, 1) == list(range(1, 11))
     with pytest.raises(SurrogateError, match="--every must be a whole number of epochs >= 1"):
         snapshot_epochs(60, 0)
 
 
-def test_folder_holds_the_snapshots_the_final_model_and_a_card(tiny_shapes, surrogate):
+def test_folder_holds_the_snapshots_the_final_model_and_a_card(tiny_shapes, surrogate, tmp_path):
     out, card = surrogate
-    assert sorted(path.name for path in out.iterdir()) == sorted([CARD_NAME, snapshot_name(0), snapshot_name(2), FINAL_NAME])
-    assert [(item.file, item.epoch) for item in card.snapshots] == [("epoch_000.pt", 0), ("epoch_002.pt", 2)]
+    assert sorted(path.name for path in out.iterdir()) == sorted([CARD_NAME, snapshot_name(1), snapshot_name(3), FINAL_NAME])
+    assert [(item.file, item.epoch) for item in card.snapshots] == [("epoch_001.pt", 1), ("epoch_003.pt", 3)]
     assert (card.final.file, card.final.epoch) == (FINAL_NAME, EPOCHS)
     for item in card.files().values():
         assert file_sha256(out / item.file) == item.sha256
     on_disk = json.loads((out / CARD_NAME).read_text())
     assert on_disk["backbone"] == "test_resnet" and on_disk["seed"] == 0 and on_disk["epochs"] == EPOCHS
+    assert on_disk["format"] == "mtlue-surrogate/2"
     assert on_disk["train_content_hash"] == tiny_shapes.manifest["splits"]["train"]["content_hash"]
     assert [task["name"] for task in on_disk["tasks"]] == [task.name for task in tiny_shapes.tasks]
     assert read_surrogate_card(out) == card
-    assert surrogate_files(out) == (out / FINAL_NAME, (out / "epoch_000.pt", out / "epoch_002.pt"))
+    assert surrogate_files(out) == (out / FINAL_NAME, (out / "epoch_001.pt", out / "epoch_003.pt"))
 
-    # Epoch 0 is the initialisation: the seeded, untrained network.
+    # No snapshot is the seeded, untrained network: the first is the model after one epoch.
     seed_everything(0)
     initial = MultiTaskModel(tiny_shapes.tasks, "test_resnet", image_size=tiny_shapes.crop_size)
-    assert same_state(state_of(out / "epoch_000.pt"), initial.state_dict())
+    first = state_of(out / "epoch_001.pt")
+    assert not same_state(first, initial.state_dict())
+    one_epoch = train_surrogate(tiny_shapes, tmp_path / "one", victim=TINY, config=quick_recipe(epochs=1), every=1, progress=False)
+    assert [item.epoch for item in one_epoch.snapshots] == [1]
+    assert same_state(first, state_of(tmp_path / "one" / FINAL_NAME))
     # Training moved the weights between the snapshots and to the end.
-    snapshots = [state_of(out / name) for name in ("epoch_000.pt", "epoch_002.pt", FINAL_NAME)]
+    snapshots = [state_of(out / name) for name in ("epoch_001.pt", "epoch_003.pt", FINAL_NAME)]
     assert not same_state(snapshots[0], snapshots[1]) and not same_state(snapshots[1], snapshots[2])
+
+
+def test_a_version_1_folder_with_an_untrained_snapshot_is_refused(surrogate, tmp_path):
+    out, _ = surrogate
+    old = tmp_path / "old"
+    shutil.copytree(out, old)
+    card = json.loads((old / CARD_NAME).read_text())
+    (old / CARD_NAME).write_text(json.dumps({**card, "format": "mtlue-surrogate/1"}))
+    with pytest.raises(SurrogateError, match="is not a mtlue-surrogate/2 card.*train the surrogate again"):
+        read_surrogate_card(old)
 
 
 def test_loaded_surrogate_is_the_saved_model_frozen_in_eval_mode(tiny_shapes, surrogate):
@@ -100,7 +119,7 @@ def test_loaded_surrogate_is_the_saved_model_frozen_in_eval_mode(tiny_shapes, su
     torch.manual_seed(5)
     expected = torch.rand(3)
     torch.manual_seed(5)
-    load_surrogate(out / "epoch_002.pt", tiny_shapes.tasks, backbone="test_resnet")
+    load_surrogate(out / "epoch_003.pt", tiny_shapes.tasks, backbone="test_resnet")
     assert torch.equal(torch.rand(3), expected)
 
 
@@ -124,7 +143,7 @@ def test_mismatched_surrogates_are_refused_with_the_fix(tiny_shapes, tiny_dense_
     with pytest.raises(SurrogateError, match="is a 'test_resnet' network, 'resnet18' was asked for.*--backbone resnet18"):
         load_surrogate(out / FINAL_NAME, tiny_shapes, backbone="resnet18")
     with pytest.raises(SurrogateError, match="no surrogate model file at .*mtlue surrogate --data"):
-        load_surrogate(out / "epoch_001.pt", tiny_shapes)
+        load_surrogate(out / "epoch_002.pt", tiny_shapes)
 
     other = create_builder("shapes", dense_tasks=False, **{**SHAPES, "seed": 1})
     other.prepare(tmp_path / "other", tmp_path / "raw")
@@ -141,7 +160,7 @@ def test_mismatched_surrogates_are_refused_with_the_fix(tiny_shapes, tiny_dense_
 
     (tampered / CARD_NAME).unlink()
     with pytest.raises(SurrogateError, match="has no surrogate.json: it is not a surrogate folder.*mtlue surrogate"):
-        load_surrogate(tampered / "epoch_000.pt", tiny_shapes)
+        load_surrogate(tampered / "epoch_001.pt", tiny_shapes)
 
 
 def test_surrogate_refuses_a_weighting_or_single_task_mode(tiny_shapes, tmp_path):
@@ -158,7 +177,7 @@ def test_surrogate_and_tap_poison_commands_end_to_end(tiny_shapes, tmp_path, cap
         "--num-threads", "1", "--no-progress",
     ])
     assert status == 0
-    assert "2 snapshot(s) at epoch(s) 0, 1" in capsys.readouterr().out
+    assert "2 snapshot(s) at epoch(s) 1, 2" in capsys.readouterr().out
     final, _ = surrogate_files(out)
 
     poison = tmp_path / "poisons" / "tap"

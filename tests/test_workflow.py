@@ -151,6 +151,21 @@ def test_a_config_file_runs_alone_as_check_config_resolves_it(tmp_path):
     assert used["tracking_uri"] == "none" and used["poisons"]["methods"] == ["clean", "em"]
 
 
+def test_at_victims_train_with_their_own_recipe(tmp_path):
+    config = {
+        "datasets": {"tiny": {"source": "shapes"}},
+        "poisons": {"methods": ["clean"]},
+        "victims": {
+            "backbones": ["test_resnet"], "weightings": ["ew"], "defenses": ["none", "at"], "train": {"batch_size": 512},
+            "train_per_defense": {"at": {"milestones": [0.75, 0.9], "batch_size": 128}},
+        },
+    }
+    jobs = [job for job in dry_run_jobs(workdir_with_config(tmp_path, config)) if job["rule"].startswith("victim")]
+    commands = {job["outputs"][0].split("/")[-3]: job["command"] for job in jobs}
+    assert "--batch-size 128 " in commands["at"] and "--milestones 0.75 0.9 " in commands["at"]
+    assert "--batch-size 512 " in commands["none"] and "--milestones 0.6 0.8 " in commands["none"]
+
+
 def test_unknown_method_or_hyperparameter_stops_the_workflow(tmp_path):
     bad_method = {"datasets": {"shapes": {}}, "poisons": {"methods": ["clean", "emm"]}}
     result = run_snakemake("-n", cwd=workdir_with_config(tmp_path / "a", bad_method))

@@ -189,6 +189,20 @@ def _first_conv(module: nn.Module) -> nn.Conv2d:
     return next(m for m in module.modules() if isinstance(m, nn.Conv2d))
 
 
+def _release_init(timm_name: str) -> dict[str, Any]:
+    """timm arguments that give the release's initialisation: batch-norm gamma 1 everywhere.
+
+    timm's ResNets zero the gamma of each residual block's last batch norm by default
+    (``zero_init_last=True``, after Goyal et al., 2017), so every block starts as the identity.
+    The MTL-UE release's victims and surrogates (``models/ResNetMTL.py``) set every batch-norm
+    gamma to 1 and beta to 0 (``:97-102``, after Kaiming-normal convolutions, which timm's
+    ResNets use too), with plain ``nn.BatchNorm2d`` in each block (``:23-25``) and no zero init, so
+    ResNets are built with ``zero_init_last=False``. Other architectures have no such option and
+    get none.
+    """
+    return {"zero_init_last": False} if timm.models.is_model_in_modules(timm_name, ["resnet"]) else {}
+
+
 def _resolve_stem(spec: BackboneSpec, stem: str) -> str:
     if stem not in STEMS:
         raise BackboneError(f"unknown stem {stem!r}; choose one of {', '.join(STEMS)}")
@@ -221,7 +235,7 @@ class PooledEncoder(nn.Module):
                 f"backbone {name!r}: the CIFAR stem replaces the pretrained first convolution; "
                 f"use stem='standard' with pretrained weights"
             )
-        kwargs: dict[str, Any] = dict(spec.timm_kwargs)
+        kwargs: dict[str, Any] = {**_release_init(spec.timm_name), **spec.timm_kwargs}
         kwargs.update(_pretrained_overlay(pretrained, name))
         self.pad_to = image_size
         if _is_vit(spec.timm_name):
@@ -322,6 +336,10 @@ class PyramidEncoder(nn.Module):
             encoder_name = f"tu-{spec.timm_name}"
             kwargs = _pretrained_overlay(pretrained, name)
             kwargs.pop("pretrained")
+        if encoder_name.startswith("tu-"):
+            # timm-built encoders: the release's batch-norm init (smp's own ResNet encoders are
+            # torchvision's, whose gammas already start at 1).
+            kwargs = {**_release_init(encoder_name[3:]), **kwargs}
         try:
             if encoder_name.startswith("tu-"):
                 self.net = smp.encoders.get_encoder(

@@ -54,7 +54,7 @@ class Requirement(str, Enum):
     NOTHING = "nothing"
     #: A clean surrogate trained beforehand (TAP: its final checkpoint).
     SURROGATE = "surrogate"
-    #: Checkpoints of one clean surrogate run (SEP: epochs 0, 4, ..., 56).
+    #: Checkpoints of one clean surrogate run (SEP: after epochs 1, 5, ..., 57 of 60).
     SURROGATE_CHECKPOINTS = "surrogate_checkpoints"
     #: A surrogate the method trains itself while it optimises (EM's min-min, MTL-UE + EM).
     SURROGATE_ALONGSIDE = "surrogate_alongside"

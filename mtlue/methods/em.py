@@ -39,8 +39,16 @@ reach 1 % through the crops. ``augment=False`` gives Huang et al.'s setting.
 Our decisions where neither paper says:
 
 - the surrogate trains on the *published* images (noise rounded to the 1/255 grid), and the
-  training error is measured the same way (the model in eval mode): the stop rule holds for what
-  a victim downloads;
+  training error is measured the same way: the stop rule holds for what a victim downloads;
+- the stop check runs the surrogate in **train mode** (``stop_check_mode="train"``): batch norm
+  normalises with each batch's statistics and refreshes its running statistics on the published
+  training set, as the MTL-UE release's EM stop check does (binary
+  ``perturbation_MTL_binary_DAE.py:545`` sets ``model.train()`` for the surrogate steps and the
+  check at ``:551`` calls ``samplewise_perturbation_eval`` (``:380-401``), which never switches to
+  eval mode; multi-class ``perturbation_MTL_DAE.py:550``, ``:556``, ``:404-425``). The release has no
+  per-sample EM driver (reference §8.7), so this follows its MTL-UE + EM loop. Huang et al.'s
+  perturbation.py checks after the noise search, which left the model in eval mode (running
+  statistics, none updated): ``stop_check_mode="eval"``;
 - the training error of a multi-task model is the mean over tasks of each task's error:
   classification error, and 1 - pixel accuracy for segmentation (valid pixels). Depth and
   normals have no error rate and do not enter it; a dataset with only such tasks runs to
@@ -86,9 +94,14 @@ class EMHyperparameters(PGDHyperparameters):
     stem: str = "release"
     decoder: str = "unet"
     decoder_width: float = 1.0
+    #: Mode of the surrogate during the stop check: "train" (batch statistics, running statistics
+    #: refreshed; the MTL-UE release) or "eval" (Huang et al.); see the module docstring.
+    stop_check_mode: str = "train"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.stop_check_mode not in ("train", "eval"):
+            raise ValueError(f"stop_check_mode is train (the MTL-UE release) or eval (Huang et al.), got {self.stop_check_mode!r}")
         if self.model_steps < 0:
             raise ValueError(f"model_steps must be >= 0, got {self.model_steps}")
         if not 0 <= self.stop_error < 1:
@@ -134,11 +147,15 @@ def training_error(
     crop_size: int,
     batch_size: int,
     generator: Any,
+    train_mode: bool = True,
 ) -> float | None:
     """Mean over tasks with an error rate of the surrogate's error on the published training images.
 
     ``deltas`` are float pixel levels (N, C, H, W); each sample is seen through one random crop
     + flip from ``generator`` (None: the centre crop). None if no task has an error rate.
+    ``train_mode``: the model runs in train mode (batch-norm batch statistics; the running
+    statistics are refreshed, as in the MTL-UE release), else in eval mode. No gradient either way;
+    the model's mode is restored afterwards.
     """
     import torch
 
@@ -153,7 +170,7 @@ def training_error(
     wrong = {task.name: torch.zeros((), dtype=torch.float64) for task in scored}
     counted = {task.name: torch.zeros((), dtype=torch.float64) for task in scored}
     was_training = model.training
-    model.eval()
+    model.train(train_mode)
     with torch.no_grad():
         for indices in sequential_batches(len(source), batch_size):
             images, targets = source.batch(indices)
@@ -227,7 +244,10 @@ def error_minimizing_noise(
 
     run = EMRun(deltas=np.empty(0, dtype=np.int8))
     context.monitor.begin(
-        rule=f"surrogate training error <= {h.stop_error} (mean over the tasks with an error rate, on the published images)",
+        rule=(
+            f"surrogate training error <= {h.stop_error} (mean over the tasks with an error rate, on the published images, "
+            f"surrogate in {h.stop_check_mode} mode)"
+        ),
         unit="round", cap=h.max_rounds, cap_hyperparameter="max_rounds", target={"train_error": h.stop_error},
     )
     batches = _endless_batches(samples, h.batch_size, data_generator)
@@ -263,7 +283,7 @@ def error_minimizing_noise(
             )
         error = training_error(
             model, source, deltas, tasks, epsilon=epsilon, crop_size=dataset.crop_size,
-            batch_size=h.batch_size, generator=check_generator,
+            batch_size=h.batch_size, generator=check_generator, train_mode=h.stop_check_mode == "train",
         )
         record = {"train_error": error, "base_loss": objective_sum / samples, "seconds": time.perf_counter() - started}
         run.rounds.append({"round": round_number, **record})

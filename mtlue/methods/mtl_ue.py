@@ -13,9 +13,15 @@ loss (:mod:`mtlue.methods.objectives`):
   steps after each generator epoch; the generator minimises the surrogate's loss on the true
   labels. Stops when the surrogate's error on the perturbed training set is <= 1 %.
 - ``mtlue-tap``: the clean surrogate's final model, frozen; the generator minimises its loss toward
-  the shifted labels (binary 1 - y, C classes (y + floor(C/2)) mod C; depth and normals: minus
-  their loss). Stops when the error to those labels is <= 0.1 (binary) / 1e-4 (multiclass).
-- ``mtlue-sep``: the same loss averaged over the snapshots of one clean run (epochs 0, 4, ..., 56).
+  the shifted labels (C classes (y + floor(C/2)) mod C; depth and normals: minus their loss) and,
+  on binary tasks, minus the BCE on the true labels (``binary_target: untargeted``, the release's
+  ``loss_optimization = -loss`` on ``criterion(logits, labels)``, ``perturbation_MTL_binary_DAE.py:482-488``,
+  ``:499-500``; ``binary_target: flip`` targets 1 - y instead). Stops when the error to the shifted
+  labels is <= 0.1 (binary; = clean-label error >= 0.9, the release's rule at ``:556-559``) /
+  1e-4 (multiclass).
+- ``mtlue-sep``: the same loss, binary tasks targeted to 1 - y by default (``binary_target: flip``,
+  the release's ``y = (labels + 1) % 2``, ``perturbation_MTL_binary_DAE.py:965``), averaged over the snapshots of one clean run (after epochs 1, 5, ..., 57 of 60;
+  the release's ``_epoch0`` .. ``_epoch56``, see :mod:`mtlue.methods.surrogate`).
 
 Defaults are the release's CelebA settings (its main table); where UTKFace's differ the field
 comment says so. This module imports no torch: ``mtlue.methods`` is loaded by the command line
@@ -33,6 +39,7 @@ import numpy as np
 from mtlue.data.store import PreparedDataset
 
 from .base import GenerationContext, MethodError, Requirement, UEMethod
+from .objectives import check_binary_target
 from .registry import register_method
 
 if TYPE_CHECKING:
@@ -141,9 +148,14 @@ class MTLUEEMHyperparameters(MTLUEHyperparameters):
     surrogate_lr: float = 1e-3
     surrogate_weight_decay: float = 1e-4
     surrogate_clip_norm: float = 5.0
+    #: Mode of the surrogate during the stop check: "train" (the release: batch statistics,
+    #: running statistics refreshed) or "eval"; see mtl_ue_training's module docstring.
+    stop_check_mode: str = "train"
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.stop_check_mode not in ("train", "eval"):
+            raise ValueError(f"stop_check_mode is train (the release) or eval, got {self.stop_check_mode!r}")
         if self.surrogate_steps < 1:
             raise ValueError(f"surrogate_steps must be at least 1 (min-min needs the surrogate to learn), got {self.surrogate_steps}")
         if not (self.surrogate_lr > 0 and self.surrogate_clip_norm > 0 and self.surrogate_weight_decay >= 0):
@@ -157,6 +169,13 @@ class MTLUETAPHyperparameters(MTLUEHyperparameters):
     #: Error to the shifted labels: binary 0.1 (release: clean-label error >= 0.9), multiclass 1e-4.
     stop_error_binary: float = 0.1
     stop_error_multiclass: float = 1e-4
+    #: Binary tasks: "untargeted" (minus the BCE on the true labels, the release's TAP) or "flip"
+    #: (the BCE toward 1 - y); mtlue.methods.objectives.
+    binary_target: str = "untargeted"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_binary_target(self.binary_target)
 
 
 @dataclass(frozen=True)
@@ -170,6 +189,12 @@ class MTLUESEPHyperparameters(MTLUEHyperparameters):
     #: Release: clean-label error >= 0.99 (binary), targeted error <= 1e-4 (multiclass).
     stop_error_binary: float = 0.01
     stop_error_multiclass: float = 1e-4
+    #: Binary tasks: "flip" (the BCE toward 1 - y, the release's SEP) or "untargeted" (TAP's).
+    binary_target: str = "flip"
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check_binary_target(self.binary_target)
 
 
 class MTLUEMethod(UEMethod):

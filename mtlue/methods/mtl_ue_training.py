@@ -31,7 +31,13 @@ Where we differ from the release, and why:
   flipped labels <= 0.1, and targeted error <= 1e-4 multiclass; SEP >= 0.99, i.e. <= 0.01, and
   1e-4), or the epoch cap ends training (the release's binary EM has none: we cap it like the
   multiclass run). Only classification tasks have an error; a dataset with none runs to the cap.
-  SEP's rule uses the last checkpoint, as the release does.
+  SEP's rule uses the last checkpoint, as the release does. **Mode of the checked surrogate**:
+  MTL-UE + EM checks its surrogate in train mode (``stop_check_mode: train``, the default): batch
+  norm uses batch statistics and refreshes its running ones on the published set, as the release,
+  which sets ``model.train()`` for the surrogate steps (``perturbation_MTL_binary_DAE.py:545``) and
+  then runs ``samplewise_perturbation_eval`` (``:551``, defined at ``:380-401``) without switching
+  to eval (multi-class: ``perturbation_MTL_DAE.py:550``, ``:556``). TAP and SEP check their frozen
+  surrogates in eval mode, as the release does (``model.eval()`` in its generator loop).
 - **Partial protection** (9.11): the UE loss and the stop rule cover the protected tasks only, so
   the generator is not asked to spoil what the owner wants to stay learnable.
 - **Randomness** (8.4): one seed drives initialisation (torch's global generator, seeded here) and,
@@ -185,14 +191,20 @@ def _view(
 def classification_errors(
     generator: MTLUEGenerator, model: MultiTaskModel, source: BatchSource, tasks: Sequence[Task], *,
     epsilon: int, targeted: bool, crop_size: int, augment: bool, batch_size: int, data_generator: torch.Generator,
+    model_train_mode: bool = False,
 ) -> dict[str, float]:
-    """Per classification task of ``tasks``: the surrogate's error on the published training set."""
+    """Per classification task of ``tasks``: the surrogate's error on the published training set.
+
+    The generator runs in eval mode (the release: ``model_s.eval()``), the surrogate in train mode
+    with ``model_train_mode`` (batch statistics, running statistics refreshed: the release's EM
+    check) or else in eval mode (its TAP and SEP checks, on frozen surrogates); modes are restored.
+    """
     measured = [task for task in tasks if task.kind.is_classification]
     if not measured:
         return {}
     generator_mode, model_mode = generator.training, model.training
     generator.eval()
-    model.eval()
+    model.train(model_train_mode)
     wrong = {task.name: 0 for task in measured}
     for indices in sequential_batches(len(source), batch_size):
         images, targets = source.batch(indices)
@@ -235,6 +247,8 @@ class GeneratorTrainer:
 
     ``surrogates`` are frozen models in eval mode whose losses are averaged (one for EM and TAP,
     the checkpoints for SEP). ``loss_tasks`` are the protected tasks the UE loss covers.
+    ``binary_target`` is how the ``"tap"`` objective attacks binary tasks (TAP: ``"untargeted"``,
+    SEP: ``"flip"``, as the release; :mod:`mtlue.methods.objectives`).
     """
 
     def __init__(
@@ -253,6 +267,7 @@ class GeneratorTrainer:
         lr_milestones: Sequence[int],
         lr_gamma: float,
         data_generator: torch.Generator,
+        binary_target: str = "untargeted",
     ) -> None:
         if not surrogates:
             raise ValueError("the generator needs at least one surrogate to compute its loss on")
@@ -262,6 +277,7 @@ class GeneratorTrainer:
         self.surrogates = list(surrogates)
         self.loss_tasks = tuple(loss_tasks)
         self.objective = objective
+        self.binary_target = binary_target
         self.crop_size = crop_size
         self.augment = augment
         self.intra_task_weight = float(intra_task_weight)
@@ -275,7 +291,10 @@ class GeneratorTrainer:
         clean = to_unit_range(images)
         perturbed = (clean + self.generator(clean, targets)).clamp(0.0, 1.0)
         view, view_targets = _view(perturbed, targets, self.surrogates[0].tasks, self.crop_size, self.augment, self.data_generator)
-        base = torch.stack([ue_loss(self.objective, model(view), view_targets, self.loss_tasks) for model in self.surrogates]).mean()
+        base = torch.stack([
+            ue_loss(self.objective, model(view), view_targets, self.loss_tasks, binary_target=self.binary_target)
+            for model in self.surrogates
+        ]).mean()
         embeddings = self.generator.protected_class_embeddings()
         total = base
         intra = inter = base.new_zeros(())
@@ -370,8 +389,12 @@ def run_generator_training(
     name: str = "mtl-ue",
     progress: bool | None = None,
     monitor: GenerationMonitor | None = None,
+    stop_in_train_mode: bool = False,
 ) -> list[EpochRecord]:
     """Generator epochs until ``stop_rule`` holds for ``stop_model`` or ``max_epochs`` have run.
+
+    ``stop_in_train_mode``: the stop check runs ``stop_model`` in train mode (MTL-UE + EM, as the
+    release; see the module docstring), else in eval mode.
 
     Each epoch is reported to ``monitor`` (default: a log-only one) with the rule's statistics,
     and the run ends ``stop_rule`` or ``cap``.
@@ -398,7 +421,7 @@ def run_generator_training(
             errors = classification_errors(
                 trainer.generator, stop_model, source, trainer.loss_tasks, epsilon=epsilon, targeted=stop_rule.targeted,
                 crop_size=trainer.crop_size, augment=trainer.augment, batch_size=batch_size,
-                data_generator=trainer.data_generator,
+                data_generator=trainer.data_generator, model_train_mode=stop_in_train_mode,
             )
             record = EpochRecord(epoch=epoch, lr=lr, errors=errors, seconds=time.perf_counter() - started, **terms)
             history.append(record)
@@ -463,12 +486,16 @@ def generate_mtl_ue(method: Any, dataset: PreparedDataset, context: Any) -> np.n
         intra_task_weight=hp.effective_intra_task_weight, inter_task_weight=hp.effective_inter_task_weight,
         lr=hp.lr, weight_decay=hp.weight_decay, lr_milestones=hp.lr_milestones, lr_gamma=hp.lr_gamma,
         data_generator=data_generator,
+        # TAP: untargeted, SEP: flip (the release's); EM's objective has no binary target.
+        binary_target=getattr(hp, "binary_target", "untargeted"),
     )
     source = training_source(dataset, device)
     stop_rule = StopRule(hp.stop_error_binary, hp.stop_error_multiclass, targeted=method.targeted_stop)
     history = run_generator_training(
         trainer, source, max_epochs=hp.max_epochs, batch_size=hp.batch_size, epsilon=context.epsilon,
         stop_rule=stop_rule, stop_model=surrogates[-1], alongside=alongside, name=name, monitor=context.monitor,
+        # MTL-UE + EM only: its surrogate is checked in train mode, as the release (module docstring).
+        stop_in_train_mode=getattr(hp, "stop_check_mode", "eval") == "train",
     )
     method.history = [record.as_dict() for record in history]
     return export_deltas(generator, source, context.epsilon, hp.batch_size)

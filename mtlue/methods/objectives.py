@@ -11,10 +11,29 @@ Two objectives, each a scalar to MINIMISE with respect to the perturbed images:
   Poisons", NeurIPS 2021, https://arxiv.org/abs/2106.10807), also SEP's objective (Chen et
   al., ICLR 2023, https://arxiv.org/abs/2211.12005): the perturbation pushes the clean
   surrogate toward a wrong, fixed target class (a fixed permutation of the classes). We take
-  MTL-UE's permutation for multi-task data (reference §2.5): every label shifted by half the
-  classes, ``y -> (y + floor(C/2)) mod C``, and ``1 - y`` for binary tasks (see
-  :func:`shifted_targets`). MTL-UE's release attacks binary tasks untargeted for TAP (-BCE on
-  the true labels) and targets ``1 - y`` only for SEP; we target ``1 - y`` for both.
+  MTL-UE's permutation for multi-class tasks (reference §2.5): every label shifted by half the
+  classes, ``y -> (y + floor(C/2)) mod C`` (see :func:`shifted_targets`; release
+  ``perturbation_MTL_DAE.py:495-497`` for MTL-UE + TAP, ``:646`` for MTL-UE + SEP,
+  ``toolbox.py:157-158`` and ``:179`` for the per-sample routines).
+
+**Binary tasks** (``binary_target``, Yu et al., ICML 2025; reference §9.3). A binary task has
+two ways to be attacked, both kept:
+
+- ``"untargeted"`` (the default of :func:`ue_loss`, of ``tap`` and of ``mtlue-tap``): minimise
+  minus the BCE on the TRUE labels, i.e. ascend the surrogate's loss. This is the release's TAP:
+  the binary MTL-UE + TAP loop takes ``loss = criterion(logits, labels)`` with BCEWithLogits
+  (``perturbation_MTL_binary_DAE.py:482-488``) and optimises ``loss_optimization = -loss``
+  (``:499-500``, ``attack_type == 'min-max'``); its per-sample routine ``min_max_attack``
+  ascends the BCE on the true labels too (``toolbox.py:151-153``, step ``+ eta`` at ``:161-162``).
+- ``"flip"``: minimise the BCE toward ``1 - y``. This is the release's SEP, per sample
+  (``toolbox.py:176-177``, ``y = (labels + 1) % 2``) and with the MTL-UE generator
+  (``perturbation_MTL_binary_DAE.py:965``, minimised at ``:979-980``), so ``sep`` and
+  ``mtlue-sep`` default to it.
+
+For a binary task the two stop rules agree: the error to ``1 - y`` is one minus the error to
+``y``, so the release's TAP rule "clean-label error >= 0.9" is "error to the flipped labels <=
+0.1" (``perturbation_MTL_binary_DAE.py:556-559``); the error statistics below are measured
+against :func:`shifted_targets` for both variants.
 
 Depth and surface normals have no class to target. For those tasks the ``"tap"`` objective is
 *untargeted* ascent: minus the task loss on the true targets, so PGD moves the surrogate's
@@ -34,11 +53,25 @@ import torch
 from mtlue.data.tasks import IGNORE_INDEX, Task, TaskKind
 from victims.losses import task_loss
 
-__all__ = ["OBJECTIVES", "Objective", "shifted_targets", "ue_loss"]
+__all__ = ["BINARY_TARGETS", "OBJECTIVES", "BinaryTarget", "Objective", "check_binary_target", "shifted_targets", "ue_loss"]
 
 Objective = Literal["em", "tap"]
 #: The objectives :func:`ue_loss` knows.
 OBJECTIVES: tuple[str, ...] = ("em", "tap")
+
+BinaryTarget = Literal["untargeted", "flip"]
+#: How the ``"tap"`` objective attacks a binary task (module docstring).
+BINARY_TARGETS: tuple[str, ...] = ("untargeted", "flip")
+
+
+def check_binary_target(value: object) -> str:
+    """``value`` if it is one of :data:`BINARY_TARGETS`, else a ValueError naming the choices."""
+    if value not in BINARY_TARGETS:
+        raise ValueError(
+            f"binary_target must be one of {', '.join(BINARY_TARGETS)} (untargeted: ascend the BCE on the true labels, "
+            f"the release's TAP; flip: descend toward 1 - y, the release's SEP); got {value!r}"
+        )
+    return str(value)
 
 _TARGETED_KINDS = (TaskKind.BINARY, TaskKind.MULTICLASS, TaskKind.SEGMENTATION)
 
@@ -56,7 +89,8 @@ def shifted_targets(tasks: Sequence[Task], targets: Mapping[str, torch.Tensor]) 
     """The wrong targets TAP and SEP push toward, one tensor per task (same dtype and device).
 
     - multiclass: ``(y + floor(C/2)) mod C``, so every label changes (C >= 2);
-    - binary: ``1 - y``;
+    - binary: ``1 - y`` (the goal of ``binary_target="flip"``; with ``"untargeted"`` it is only
+      what the targeted error is measured against);
     - segmentation: the multiclass rule per pixel; ``IGNORE_INDEX`` pixels stay ignored;
     - depth and normal: returned unchanged (no class to target; :func:`ue_loss` ascends their
       loss instead).
@@ -84,14 +118,19 @@ def ue_loss(
     outputs: Mapping[str, torch.Tensor],
     targets: Mapping[str, torch.Tensor],
     tasks: Sequence[Task],
+    *,
+    binary_target: str = "untargeted",
 ) -> torch.Tensor:
     """Scalar loss to minimise over the perturbation: ``"em"`` or ``"tap"`` (module docstring).
 
     ``outputs`` are a ``MultiTaskModel``'s outputs, ``targets`` the TRUE targets (the ``"tap"``
-    objective shifts them itself).
+    objective shifts them itself). ``binary_target`` says how ``"tap"`` treats binary tasks:
+    ``"untargeted"`` (minus the BCE on the true labels, the release's TAP) or ``"flip"`` (the
+    BCE toward ``1 - y``, the release's SEP); ``"em"`` ignores it.
     """
     if objective not in OBJECTIVES:
         raise ValueError(f"unknown UE objective {objective!r}; choose one of {', '.join(OBJECTIVES)}")
+    check_binary_target(binary_target)
     if not tasks:
         raise ValueError("ue_loss needs at least one task")
     _check_targets(tasks, outputs, "outputs")
@@ -99,8 +138,11 @@ def ue_loss(
     goal = shifted_targets(tasks, targets) if objective == "tap" else targets
     losses = []
     for task in tasks:
-        loss = task_loss(task)(outputs[task.name], goal[task.name])
-        if objective == "tap" and task.kind not in _TARGETED_KINDS:
+        untargeted = objective == "tap" and (
+            task.kind not in _TARGETED_KINDS or (task.kind is TaskKind.BINARY and binary_target == "untargeted")
+        )
+        loss = task_loss(task)(outputs[task.name], (targets if untargeted else goal)[task.name])
+        if untargeted:
             loss = -loss
         losses.append(loss)
     return torch.stack(losses).mean()

@@ -123,6 +123,7 @@ def _input_gradient(
     objective: str,
     crop_size: int,
     generator: torch.Generator | None,
+    binary_target: str = "untargeted",
 ) -> torch.Tensor:
     delta = delta.detach().requires_grad_(True)
     view, view_targets = augmented_view((images + delta) / 255.0, targets, tasks, crop_size, generator)
@@ -131,7 +132,7 @@ def _input_gradient(
     leaf = view.detach().requires_grad_(True)
     total = torch.zeros_like(leaf)
     for model in models:
-        loss = ue_loss(objective, model(leaf), view_targets, tasks)
+        loss = ue_loss(objective, model(leaf), view_targets, tasks, binary_target=binary_target)
         (gradient,) = torch.autograd.grad(loss, leaf)
         total += gradient
     (gradient,) = torch.autograd.grad(view, delta, grad_outputs=total / len(models))
@@ -151,8 +152,11 @@ def pgd_minimize(
     crop_size: int,
     start: torch.Tensor,
     generator: torch.Generator | None,
+    binary_target: str = "untargeted",
 ) -> torch.Tensor:
     """``steps`` signed-gradient steps from ``start`` minimising ``objective``; float delta in levels.
+
+    ``binary_target`` is how ``"tap"`` attacks binary tasks (:func:`mtlue.methods.objectives.ue_loss`).
 
     ``images`` are the uint8 batch (B, C, H, W) on the models' device, ``targets`` the TRUE
     targets at the stored resolution, ``start`` a float delta (e.g. :func:`random_start`, or
@@ -172,7 +176,7 @@ def pgd_minimize(
     delta = project_delta(start.to(device=images.device, dtype=torch.float32), pixels, epsilon)
     with torch.enable_grad():
         for _ in range(steps):
-            gradient = _input_gradient(models, pixels, delta, targets, tasks, objective, crop_size, generator)
+            gradient = _input_gradient(models, pixels, delta, targets, tasks, objective, crop_size, generator, binary_target)
             delta = project_delta(delta - step_size * gradient.sign(), pixels, epsilon)
     return delta.detach()
 
@@ -188,10 +192,11 @@ def objective_value(
     objective: str,
     crop_size: int,
     generator: torch.Generator | None = None,
+    binary_target: str = "untargeted",
 ) -> float:
     """The objective at ``images + delta``, averaged over ``models`` (one view drawn from ``generator``)."""
     view, view_targets = augmented_view((images.float() + delta.float()) / 255.0, targets, tasks, crop_size, generator)
-    values = [float(ue_loss(objective, model(view), view_targets, tasks)) for model in models]
+    values = [float(ue_loss(objective, model(view), view_targets, tasks, binary_target=binary_target)) for model in models]
     return float(np.mean(values))
 
 
@@ -205,6 +210,7 @@ def published_statistics(
     *,
     objective: str,
     crop_size: int,
+    binary_target: str = "untargeted",
 ) -> tuple[float, dict[str, tuple[int, int]]]:
     """How far a batch's published images got: the objective (mean over ``models``) and, per task
     with an error rate, (wrong, counted) predictions of the LAST model against the objective's
@@ -217,7 +223,7 @@ def published_statistics(
     values = []
     for model in models:
         outputs = model(view)
-        values.append(float(ue_loss(objective, outputs, view_targets, tasks)))
+        values.append(float(ue_loss(objective, outputs, view_targets, tasks, binary_target=binary_target)))
     goal = shifted_targets(tasks, view_targets) if objective == "tap" else view_targets
     counts: dict[str, tuple[int, int]] = {}
     for task in tasks:
@@ -274,7 +280,10 @@ def perturb_split(
     model's error toward the objective's goal (``"tap"``: the targeted error) on the published
     batch (:func:`published_statistics`). The papers set a number of steps and no stop rule, so
     the run ends by ``fixed_steps`` and the card's final values say how far the attack got.
+    ``hyperparameters.binary_target`` says how ``"tap"`` attacks binary tasks (TAP: untargeted,
+    SEP: flip, as the release; :mod:`mtlue.methods.objectives`).
     """
+    binary_target = getattr(hyperparameters, "binary_target", "untargeted")
     device = next(iter(models[0].parameters())).device
     source = split_source(dataset, device)
     start_generator = torch_generator(context.rng(stream, "start"))
@@ -282,7 +291,7 @@ def perturb_split(
     deltas = np.empty((len(source), *dataset.image_shape), dtype=np.int8)
     error_name = "targeted_error" if objective == "tap" else "error"
     judge = f"the last of the {len(models)} surrogates" if len(models) > 1 else "the surrogate"
-    labels = "the shifted labels" if objective == "tap" else "the true labels"
+    labels = f"the shifted labels (binary tasks attacked {binary_target})" if objective == "tap" else "the true labels"
     context.monitor.begin(
         rule=(
             f"no stop rule (the papers fix the steps): {hyperparameters.steps} PGD steps of {hyperparameters.step_size}/255 "
@@ -300,10 +309,13 @@ def perturb_split(
             objective=objective, epsilon=context.epsilon, step_size=hyperparameters.step_size,
             steps=hyperparameters.steps, crop_size=dataset.crop_size,
             start=random_start(images, context.epsilon, start_generator), generator=crop_generator,
+            binary_target=binary_target,
         )
         levels = quantize_delta(delta, images, context.epsilon)
         deltas[indices.numpy()] = levels.cpu().numpy()
-        value, counts = published_statistics(models, images, levels, targets, dataset.tasks, objective=objective, crop_size=dataset.crop_size)
+        value, counts = published_statistics(
+            models, images, levels, targets, dataset.tasks, objective=objective, crop_size=dataset.crop_size, binary_target=binary_target,
+        )
         objective_sum += value * len(indices)
         for name, (wrong, counted) in counts.items():
             total_wrong, total_counted = totals.get(name, (0, 0))

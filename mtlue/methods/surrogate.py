@@ -6,21 +6,31 @@ https://arxiv.org/abs/2106.10807) attacks a model trained on the clean data; SEP
 https://arxiv.org/abs/2211.12005) attacks the checkpoints of one such training run. MTL-UE
 (Yu et al., ICML 2025, https://arxiv.org/abs/2505.05279, reference §2.5 and §3) trains that
 surrogate with its victim recipe (MTL ResNet-18, 60 epochs) and keeps a checkpoint every 4
-epochs; SEP uses the 15 taken at epochs 0, 4, ..., 56 (epoch 0 = the initialisation), TAP the
-final model.
+epochs; SEP uses those 15 checkpoints, TAP the final model.
+
+**Snapshot schedule (the release's).** The release's clean run (``main_MTL_binary.py:421-472``,
+likewise ``main_MTL.py:255-304``) loops over 0-based epochs ``epoch = 0 .. epochs-1``, trains one
+epoch, then saves ``<checkpoint>_epoch{epoch}`` when ``epoch % save_frequency == 0``
+(``main_MTL_binary.py:464``; ``--save_frequency 4`` in ``some_scripts.sh:15``). Its file
+``_epoch{k}`` therefore holds the network after k + 1 epochs of training, and SEP loads
+``_epoch0``, ``_epoch4``, ..., ``_epoch56`` (``perturbation_MTL_binary_DAE.py:767-768``,
+``perturbation_MTL_DAE.py:635-636``): the models after epochs 1, 5, ..., 57 of 60. No
+checkpoint is the untrained initialisation. Here a snapshot is named by the number of epochs
+trained (``fit``'s 1-based ``record["epoch"]``): ``epoch_001.pt``, ``epoch_005.pt``, ...,
+``epoch_057.pt`` for 60 epochs every 4 (the release's ``_epoch0`` .. ``_epoch56``).
 
 Here the surrogate *is* a victim: built and trained by ``victims`` (``MultiTaskModel``,
 ``fit`` with the ``TrainConfig`` recipe, equal task weights), on the clean train split, so the
-project has a single training loop. ``fit``'s epoch callback keeps a snapshot at every epoch
-``e`` with ``e % every == 0`` and ``e < epochs``; the final model is kept separately. Output
+project has a single training loop. ``fit``'s epoch callback keeps a snapshot after epoch
+``e`` (1-based) with ``(e - 1) % every == 0``; the final model is kept separately. Output
 folder::
 
-    OUT/surrogate.json          the card (format mtlue-surrogate/1): dataset and its content
+    OUT/surrogate.json          the card (format mtlue-surrogate/2): dataset and its content
                                 hashes, tasks, backbone, stem, decoder, crop size, channels,
                                 pretrained encoder, epochs, every, seed, training recipe, test
                                 metrics and history, and per file its epoch and sha256
     OUT/final.pt                the model after the last epoch (TAP's surrogate)
-    OUT/epoch_000.pt ...        the snapshots, in epoch order (SEP's checkpoints)
+    OUT/epoch_001.pt ...        the snapshots, in epoch order (SEP's checkpoints)
 
 Every ``.pt`` is ``torch.save`` of a plain ``state_dict`` (tensors only) and is read back with
 ``torch.load(weights_only=True)``, so a surrogate file cannot execute code. The folder is built
@@ -69,10 +79,12 @@ __all__ = [
     "train_surrogate",
 ]
 
-FORMAT = "mtlue-surrogate/1"
+#: Version 2: snapshots are taken after epochs 1, 1 + every, ... (the release's schedule);
+#: version 1 folders hold an untrained ``epoch_000.pt`` and are refused, naming the retrain.
+FORMAT = "mtlue-surrogate/2"
 CARD_NAME = "surrogate.json"
 FINAL_NAME = "final.pt"
-#: MTL-UE's clean run keeps a checkpoint every 4 epochs (15 of 60 for SEP).
+#: MTL-UE's clean run keeps a checkpoint every 4 epochs (15 of 60 for SEP: after epochs 1, 5, ..., 57).
 DEFAULT_EVERY = 4
 #: Name of ``fit``'s resumable training checkpoint inside ``checkpoint_dir``.
 TRAINING_CHECKPOINT = "training.pt"
@@ -87,12 +99,17 @@ def snapshot_name(epoch: int) -> str:
 
 
 def snapshot_epochs(epochs: int, every: int) -> list[int]:
-    """Epochs whose model is kept: 0, every, 2*every, ... below ``epochs`` (60, 4 -> 0..56, 15 of them)."""
+    """Epochs trained when a snapshot is kept: 1, 1 + every, 1 + 2*every, ... up to ``epochs``.
+
+    60, 4 -> 1, 5, ..., 57 (15 of them): the release's ``_epoch0`` .. ``_epoch56``, saved after
+    0-based epoch k, i.e. after k + 1 epochs (``main_MTL_binary.py:464``; module docstring).
+    Never 0: the untrained initialisation is not a checkpoint of the run.
+    """
     if isinstance(every, bool) or not isinstance(every, int) or every < 1:
         raise SurrogateError(f"--every must be a whole number of epochs >= 1 (MTL-UE: {DEFAULT_EVERY}), got {every!r}")
     if epochs < 1:
         raise SurrogateError(f"a surrogate trains for at least 1 epoch, got {epochs}")
-    return list(range(0, epochs, every))
+    return list(range(1, epochs + 1, every))
 
 
 @dataclass(frozen=True)
@@ -270,11 +287,6 @@ def train_surrogate(
         # snapshots of the epochs it does not repeat.
         work = Path(checkpoint_dir) if checkpoint_dir is not None else building
         work.mkdir(parents=True, exist_ok=True)
-        # The model is freshly initialised here, also when fit is about to resume: the same seed
-        # gives the same initialisation, so epoch 0 is always this model.
-        if 0 in epochs_kept:
-            _save_state_dict(model, work / snapshot_name(0))
-
         def keep_snapshot(name: str, record: dict[str, Any]) -> None:
             if record["epoch"] in epochs_kept:
                 _save_state_dict(model, work / snapshot_name(record["epoch"]))

@@ -6,7 +6,7 @@
         [--every 4] [--backbone resnet18] [--epochs 60] [--batch-size 128] [--seed 0] \\
         [--device auto] [--checkpoint-dir DIR]
 
-Writes ``OUT/final.pt`` (TAP's ``--surrogate``), ``OUT/epoch_000.pt``, ``OUT/epoch_004.pt``, ...
+Writes ``OUT/final.pt`` (TAP's ``--surrogate``), ``OUT/epoch_001.pt``, ``OUT/epoch_005.pt``, ...
 (SEP's ``--surrogate-checkpoint``s) and ``OUT/surrogate.json`` (layout:
 :mod:`mtlue.methods.surrogate`). Unset flags keep MTL-UE's surrogate: the victim recipe
 (ResNet-18, 60 epochs, Adam 1e-3, ...) with a snapshot every 4 epochs.
@@ -35,7 +35,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", required=True, help="surrogate folder to write, e.g. results/shapes/surrogate")
     parser.add_argument(
         "--every", type=int, default=DEFAULT_EVERY,
-        help="keep a snapshot at epochs 0, k, 2k, ... below --epochs (default: %(default)s, MTL-UE's)",
+        help="keep a snapshot after epochs 1, 1+k, 1+2k, ... up to --epochs, as the release does (default: %(default)s, MTL-UE's)",
     )
     parser.add_argument("--checkpoint-dir", help="checkpoint every epoch here and resume from it (default: no resume)")
     add_network_arguments(parser)

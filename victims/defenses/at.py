@@ -1,10 +1,23 @@
 """at: PGD adversarial training (Madry et al., "Towards Deep Learning Models Resistant to
 Adversarial Attacks", ICLR 2018, https://arxiv.org/abs/1706.06083).
 
-Defaults: L-inf, epsilon 8/255, 10 steps of 2/255 from a uniform random start in the epsilon
-ball, images clamped to [0, 1] after every step (the paper's CIFAR-10 setting and APBench's
-``MadrysLoss``). Variants as in the MTL-UE release: ``at-4`` (epsilon 4/255, step 1/255) and
-``at-2`` (epsilon 2/255, step 0.5/255).
+Defaults: L-inf, epsilon 8/255, 10 steps of 2/255 (Madry et al.'s CIFAR-10 budget), each step
+projected onto the epsilon ball and clamped to [0, 1]. The **random start** is the one of the
+MTL-UE release and APBench, not Madry et al.'s uniform draw in the epsilon ball: Gaussian noise
+times the step size, ``x + step_size * N(0, I)``, neither projected nor clamped before the first
+gradient (release ``madrys.py:121``, ``BCEMadrysLoss`` of CelebA/ChestX, and ``:83``,
+``MultiMadrysLoss`` of UTKFace; APBench ``mardrys.py:35-37``, ``MadrysLoss``; both inherited from
+the EM release's ``madrys.py``). Variants as in the MTL-UE release: ``at-4`` (epsilon 4/255, step
+1/255, ``configs/UTKFace/resnet18_madrys_e4.yaml``) and ``at-2`` (epsilon 2/255, step 0.5/255,
+``resnet18_madrys_e2.yaml``).
+
+**Training schedule.** The release trains its AT victim with a recipe of its own
+(``configs/CelebA/resnet18_madrys.yaml``, likewise UTKFace's): 60 epochs, Adam 1e-3, weight
+decay 1e-4, MultiStepLR milestones [45, 54, 60] (gamma 0.1), batch 128, clipping 5.0, where its
+plain victims use [36, 48] and, on CelebA, batch 512. The schedule belongs to the training
+recipe, not to this defense: with ``victims.train_per_defense: {at: {milestones: [0.75, 0.9],
+batch_size: 128}}`` a preset gives AT victims the release's recipe (the milestone at epoch 60
+of 60 would act after the last epoch, so it changes nothing and is left out).
 
 Every training step first maximises, by PGD on the cropped (and otherwise augmented) batch, the
 **equal-weighted sum of the task losses** (sum_k L_k: every task's loss is raised, whatever the
@@ -51,8 +64,10 @@ def pgd_linf(
     device_type = images.device.type
     images = images.detach()
     if random is not None:
-        noise = torch.rand(images.shape, generator=random.device, device=images.device, dtype=images.dtype)
-        adversarial = (images + (2 * noise - 1) * epsilon).clamp_(0.0, 1.0)
+        # The release's start (module docstring): x + step_size * N(0, I), unprojected and
+        # unclamped until the first step's projection.
+        noise = torch.randn(images.shape, generator=random.device, device=images.device, dtype=images.dtype)
+        adversarial = images + step_size * noise
     else:
         adversarial = images.clone()
     was_training = model.training

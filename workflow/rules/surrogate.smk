@@ -1,5 +1,6 @@
 # Stage 2: the clean surrogate, a multi-task model trained with the victims' recipe on the clean
-# training split, with a snapshot every `every` epochs (SEP's checkpoints) and the final model
+# training split, with a snapshot after epochs 1, 1+every, 1+2*every, ... (SEP's checkpoints, the
+# release's schedule: see mtlue/methods/surrogate.py) and the final model
 # (TAP's). Only trained when a configured method needs it.
 
 SURROGATE = config["surrogate"]

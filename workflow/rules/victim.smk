@@ -16,7 +16,6 @@
 import re
 
 VICTIMS = config["victims"]
-TRAIN = VICTIMS["train"]
 
 
 wildcard_constraints:
@@ -63,6 +62,14 @@ def victim_flags(wildcards):
     return " ".join(part for part in (f"--backbone {backbone} --weighting {weighting} --defense {defense}", settings) if part)
 
 
+def victim_recipe(wildcards):
+    """The job's training recipe: `victims.train` with its defense's `victims.train_per_defense`."""
+    from mtlue.config import victim_train
+
+    recipe = victim_train(config, victim_axes(wildcards)[3])
+    return {**recipe, "milestones": " ".join(str(fraction) for fraction in recipe["milestones"])}
+
+
 def victim_seed_path(leaf):
     """A function of the job's wildcards giving the `mtlue victim` pattern of each seed's ``leaf``
     (a function, so that Snakemake leaves the `{seed}` field to mtlue)."""
@@ -103,7 +110,7 @@ for seeds, victims in sorted(VICTIM_SEED_TUPLES.items()):
             out=victim_seed_path("metrics.json"),
             # Beside each seed's metrics.json, outside it, so a failed job keeps them and its rerun resumes.
             checkpoints=victim_seed_path("checkpoints"),
-            milestones=" ".join(str(fraction) for fraction in TRAIN["milestones"]),
+            train=victim_recipe,
             flags=victim_flags,
             tracking=victim_tracking,
         log:
@@ -117,8 +124,8 @@ for seeds, victims in sorted(VICTIM_SEED_TUPLES.items()):
             "mtlue victim --data $(dirname {input.manifest}) --poison $(dirname {input.poison})"
             " {params.flags} --seed {params.seeds} --mode {VICTIMS[mode]}"
             " --decoder {VICTIMS[decoder]} --decoder-width {VICTIMS[decoder_width]}"
-            " --epochs {TRAIN[epochs]} --batch-size {TRAIN[batch_size]} --lr {TRAIN[lr]}"
-            " --weight-decay {TRAIN[weight_decay]} --clip-norm {TRAIN[clip_norm]}"
-            " --milestones {params.milestones} --gamma {TRAIN[gamma]} --eval-every {TRAIN[eval_every]}"
+            " --epochs {params.train[epochs]} --batch-size {params.train[batch_size]} --lr {params.train[lr]}"
+            " --weight-decay {params.train[weight_decay]} --clip-norm {params.train[clip_norm]}"
+            " --milestones {params.train[milestones]} --gamma {params.train[gamma]} --eval-every {params.train[eval_every]}"
             " --num-threads {threads} --checkpoint-dir {params.checkpoints:q} --no-progress {params.tracking}"
             " --out {params.out:q} > {log} 2>&1"
