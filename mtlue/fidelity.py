@@ -20,8 +20,7 @@ machine-readable table ``config/protocol.yaml`` collects them, one entry per pre
 
 - ``release``: the release's value, ``source``: where it is read (``path:line``, several joined
   by ``; ``), ``ours``: our value, ``status``: ``same`` or ``deviates: <why>``; optionally
-  ``pending: release-behaviour`` (code that another branch is changing to the release's
-  behaviour: the row already states the release's value) and ``note``.
+  ``note``.
 
 Each preset also has a ``grid``: the victims it trains (datasets, methods, blocks of backbones x
 weightings x defenses x seeds, the number of victim jobs) and the paper table it stands for.
@@ -44,10 +43,10 @@ from typing import Any
 import yaml
 
 from mtlue.config import ConfigError, load_config, victim_jobs
+from mtlue.io import atomic_write
 
 __all__ = [
     "DERIVED",
-    "PENDING",
     "FidelityError",
     "Grid",
     "Mismatch",
@@ -63,11 +62,9 @@ __all__ = [
     "same_value",
 ]
 
-#: The one value of a row's ``pending`` field.
-PENDING = "release-behaviour"
 #: ``path:line`` or ``path:line-line``; a source lists one or more joined by ``; ``.
 _SOURCE = re.compile(r"^[\w./-]+:\d+(-\d+)?$")
-_ROW_FIELDS = {"knob", "key", "release", "source", "ours", "status", "pending", "note"}
+_ROW_FIELDS = {"knob", "key", "release", "source", "ours", "status", "note"}
 _REQUIRED_ROW_FIELDS = ("knob", "key", "release", "source", "ours", "status")
 _GRID_FIELDS = ("datasets", "methods", "blocks", "victim_jobs", "paper")
 _BLOCK_FIELDS = ("backbones", "weightings", "defenses", "seeds")
@@ -87,7 +84,6 @@ class Row:
     source: str
     ours: Any
     status: str
-    pending: str | None = None
     note: str | None = None
 
     @property
@@ -163,15 +159,10 @@ def _row(data: Any, where: str) -> Row:
     status = data["status"]
     if not isinstance(status, str) or not (status == "same" or (status.startswith("deviates: ") and len(status) > len("deviates: "))):
         raise FidelityError(f"{where}: status is 'same' or 'deviates: <why>', got {status!r}")
-    pending = data.get("pending")
-    if pending is not None and pending != PENDING:
-        raise FidelityError(f"{where}: pending is {PENDING!r} or absent, got {pending!r}")
-    if pending is not None and status != "same":
-        raise FidelityError(f"{where}: a pending row states the release's behaviour, so its status is 'same'")
     note = data.get("note")
     if note is not None and not isinstance(note, str):
         raise FidelityError(f"{where}: note is text")
-    return Row(data["knob"], key, data["release"], source, data["ours"], status, pending, note)
+    return Row(data["knob"], key, data["release"], source, data["ours"], status, note)
 
 
 def _grid(data: Any, where: str) -> Grid:
@@ -318,12 +309,12 @@ def grid_of_config(config: Mapping[str, Any]) -> Grid:
     return Grid(tuple(config["datasets"]), tuple(config["poisons"]["methods"]), tuple(blocks), len(victim_jobs(config)), "")
 
 
-def check_preset(entry: PresetEntry, root: str | Path = ".", *, include_pending: bool = True) -> list[Mismatch]:
+def check_preset(entry: PresetEntry, root: str | Path = ".") -> list[Mismatch]:
     """Load the preset alone and return every keyed row whose resolved value is not ``ours``."""
     config = load_config(Path(root) / entry.file)
     mismatches = []
     for row in entry.rows:
-        if row.key is None or (row.pending and not include_pending):
+        if row.key is None:
             continue
         resolved = resolve_key(config, row.key)
         if not same_value(resolved, row.ours):
@@ -355,20 +346,18 @@ def render_markdown(protocol: Protocol) -> str:
         "",
         f"Each paper preset against the official release, {release.get('repository', '')} at commit "
         f"`{release.get('commit', '')}` (Yu et al., MTL-UE, ICML 2025). `ours` is what the preset resolves to "
-        "(tests/test_fidelity.py checks every keyed row); sources are the release's files and lines. "
-        f"Rows marked **pending** state the release's behaviour that a concurrent change brings into the code.",
+        "(tests/test_fidelity.py checks every keyed row); sources are the release's files and lines.",
         "",
     ]
     for entry in protocol.presets:
         grid = entry.grid
         deviations = sum(not row.same for row in entry.rows)
-        pending = sum(row.pending is not None for row in entry.rows)
         lines += [
             f"## {entry.name} (`{entry.file}`)",
             "",
             entry.description.strip(),
             "",
-            f"{len(entry.rows)} knobs: {len(entry.rows) - deviations} same, {deviations} deviating, {pending} pending.",
+            f"{len(entry.rows)} knobs: {len(entry.rows) - deviations} same, {deviations} deviating.",
             "",
             f"**Grid** ({_cell(grid.paper)}): datasets {_cell(list(grid.datasets))}; methods {_cell(list(grid.methods))}; "
             f"{grid.victim_jobs} victim jobs.",
@@ -381,7 +370,7 @@ def render_markdown(protocol: Protocol) -> str:
             lines.append(f"| {label} | " + " | ".join(_cell(block[name]) for name in _BLOCK_FIELDS) + " |")
         lines += ["", "| knob | ours | release | status | source | key |", "|---|---|---|---|---|---|"]
         for row in entry.rows:
-            status = row.status + (" (**pending**: release behaviour)" if row.pending else "")
+            status = row.status
             if row.note:
                 status += f"; note: {row.note}"
             key = f"`{row.key}`" if row.key else "—"
@@ -407,11 +396,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.verify:
             for entry in protocol.presets:
                 for mismatch in check_preset(entry):
-                    pending = " (pending)" if any(r.pending and r.knob == mismatch.knob for r in entry.rows) else ""
-                    print(f"{mismatch}{pending}", file=sys.stderr)
+                    print(mismatch, file=sys.stderr)
                     status = 1
         if args.write:
-            Path(args.write).write_text(text, encoding="utf-8")
+            with atomic_write(args.write) as handle:
+                handle.write(text)
         elif args.check:
             current = Path(args.check).read_text(encoding="utf-8") if Path(args.check).is_file() else ""
             if current != text:

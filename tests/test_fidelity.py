@@ -3,9 +3,7 @@
 MTL-UE (Yu et al., ICML 2025, arXiv 2505.05279): every preset must resolve, loaded alone, to the
 values the table states as ours; a row whose status is `same` must state the release's value as
 ours; every row cites the release file and line it was read from; docs/FIDELITY.md is the
-table's rendering. Rows marked `pending: release-behaviour` describe code another branch is
-bringing to the release: they are strict xfails, so they fail loudly once the code matches and
-the mark should go. No training: configs are resolved and methods / defenses only constructed.
+table's rendering. No training: configs are resolved and methods / defenses only constructed.
 """
 
 from __future__ import annotations
@@ -27,12 +25,12 @@ def configs() -> dict[str, dict]:
     return {entry.name: load_config(ROOT / entry.file) for entry in PROTOCOL.presets}
 
 
-def _keyed(pending: bool) -> list:
+def _keyed() -> list:
     return [
         pytest.param(entry.name, row, id=f"{entry.name}:{row.knob}")
         for entry in PROTOCOL.presets
         for row in entry.rows
-        if row.key is not None and (row.pending is not None) == pending
+        if row.key is not None
     ]
 
 
@@ -43,16 +41,10 @@ def test_every_paper_preset_has_an_entry():
         assert len(entry.rows) >= 8, f"{entry.name}: too few knobs"
 
 
-@pytest.mark.parametrize(("preset", "row"), _keyed(pending=False))
+@pytest.mark.parametrize(("preset", "row"), _keyed())
 def test_resolved_value_is_ours(configs, preset, row):
     resolved = resolve_key(configs[preset], row.key)
     assert same_value(resolved, row.ours), f"{preset}: {row.knob} ({row.key}) resolves to {resolved!r}, table says {row.ours!r}"
-
-
-@pytest.mark.parametrize(("preset", "row"), _keyed(pending=True))
-@pytest.mark.xfail(strict=True, reason="pending: release-behaviour (another branch changes the code); drop the row's `pending` once this passes")
-def test_pending_rows_match_after_the_release_behaviour_lands(configs, preset, row):
-    assert same_value(resolve_key(configs[preset], row.key), row.ours)
 
 
 def test_same_rows_state_the_release_value():
@@ -60,12 +52,10 @@ def test_same_rows_state_the_release_value():
     assert not wrong, "\n".join(wrong)
 
 
-def test_deviating_rows_say_why_and_pending_rows_are_same():
+def test_deviating_rows_say_why():
     for entry in PROTOCOL.presets:
         for row in entry.rows:
             assert row.same or len(row.status) > len("deviates: ") + 10, f"{entry.name}: {row.knob}: {row.status!r}"
-            if row.pending:
-                assert row.same
 
 
 def test_every_row_cites_a_release_file_with_a_line_number():
@@ -102,11 +92,9 @@ def test_paper_presets_state_the_full_method_list(configs):
         assert config["victims"]["mode"] == ("stl" if name.endswith("-stl") else "mtl"), name
 
 
-def test_check_preset_reports_only_pending_rows():
+def test_every_preset_matches_its_table():
     for entry in PROTOCOL.presets:
-        pending = {row.knob for row in entry.rows if row.pending}
-        assert {m.knob for m in check_preset(entry, ROOT)} <= pending, entry.name
-        assert check_preset(entry, ROOT, include_pending=False) == []
+        assert check_preset(entry, ROOT) == [], entry.name
 
 
 def test_fidelity_md_is_the_rendering():
@@ -120,7 +108,7 @@ def test_malformed_tables_are_refused_with_the_row(tmp_path):
     cases = {
         "    - {knob: k, key: null, release: 1, source: main.py, ours: 1, status: same}\n": "line numbers",
         "    - {knob: k, key: null, release: 1, source: main.py:3, ours: 1, status: differs}\n": "deviates",
-        "    - {knob: k, key: null, release: 1, source: main.py:3, ours: 2, status: 'deviates: x', pending: release-behaviour}\n": "pending row",
+        "    - {knob: k, key: null, release: 1, source: main.py:3, ours: 1, status: same, pending: x}\n": "unknown field",
         "    - {knob: k, key: null, release: 1, source: main.py:3, ours: 1}\n": "missing field",
     }
     for row, message in cases.items():
