@@ -40,7 +40,7 @@ def test_default_reference_shows_the_phenomenon():
     assert all(row["n_seeds"] >= 3 for row in reference["rows"] if row["defense"] == "none")
     best = min(row["mean"] for method, row in main.items() if method != "clean")
     assert clean - best >= 25.0
-    for method in ("lsp", "ar", "em"):
+    for method in ("lsp", "em"):
         assert clean - main[method]["mean"] >= 10.0, method
     for base in ("em", "tap", "sep"):
         if f"mtlue-{base}" in main:
@@ -50,6 +50,16 @@ def test_default_reference_shows_the_phenomenon():
     for method in ("clean", best_method):
         undefended = [row for row in reference["rows"] if row["method"] == method and row["defense"] == "none"]
         assert len({row["backbone"] for row in undefended}) >= 2 and len({row["weighting"] for row in undefended}) >= 2
+
+
+@pytest.mark.xfail(strict=True, reason=(
+    "AR is no shortcut for the default's victims since they start as the release's do (batch-norm "
+    "gamma 1): 85.7 against clean 87.3; with timm's zero-initialised last gamma it cost 23.5 points. "
+    "README, 'What the embedded default shows'"
+))
+def test_default_reference_ar_is_ten_points_below_clean():
+    main = rows_by(refresh.load("default"), backbone="test_resnet", weighting="ew", defense="none")
+    assert main["clean"]["mean"] - main["ar"]["mean"] >= 10.0
 
 
 SHORT_OF_THE_MARK = "measured 0.3 (clean), 4.6 (train fit) and 2.3 (LSP) points short; README, sanity section"
