@@ -33,7 +33,7 @@ from mtlue.data.store import PreparedDataset, SplitData
 from mtlue.io import atomic_directory, atomic_write_json, file_sha256
 
 from .budget import NORM, check_deltas, check_epsilon, publish
-from .card import CARD_NAME, DELTAS_FORMAT, DELTAS_NAME, PoisonCard, SubmissionRecord, SurrogateRecord
+from .card import CARD_NAME, DELTAS_FORMAT, DELTAS_NAME, STORE_OUTPUT, PoisonCard, SubmissionRecord, SurrogateRecord
 from .convergence import Convergence
 from .errors import PoisonError
 from .partial import poisoned_count
@@ -117,7 +117,7 @@ def write_store(
         raise PoisonError(f"the hyperparameters of {method!r} must be JSON values: {error}") from None
     records = tuple(_surrogate_record(Path(path)) for path in surrogates)
     deltas = np.ascontiguousarray(deltas)
-    with atomic_directory(out_dir) as building:
+    with atomic_directory(out_dir, STORE_OUTPUT) as building:
         deltas_path = building / DELTAS_NAME
         # One metadata key only: safetensors stores metadata in a hash map whose order changes
         # from process to process, so several keys would make identical stores differ in bytes.
