@@ -225,6 +225,12 @@ _FOREIGN_FORMATS = (
 )
 
 
+#: Largest safetensors header (JSON of tensor names, shapes and metadata) read. One tensor's entry
+#: and our one metadata key take well under 1 KB; a header of megabytes is metadata padding, which
+#: the store would never keep, and parsing it costs memory before anything else is checked.
+MAX_HEADER_BYTES = 1 << 20
+
+
 def check_safetensors_header(path: str | os.PathLike[str], *, fix: str) -> None:
     """Refuse ``path`` unless it starts like safetensors: 8 bytes of header length, then ``{``.
 
@@ -236,6 +242,12 @@ def check_safetensors_header(path: str | os.PathLike[str], *, fix: str) -> None:
     with open(path, "rb") as handle:
         head = handle.read(9)
     if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        header = int.from_bytes(head[:8], "little")
+        if header > MAX_HEADER_BYTES:
+            raise PoisonError(
+                f"{path} has a safetensors header of {header:,} bytes, above the {MAX_HEADER_BYTES:,} allowed: "
+                f"only tensor names, shapes and short metadata belong there; save the file again without the metadata"
+            )
         return
     kind = next((name for magic, name in _FOREIGN_FORMATS if head.startswith(magic)), None)
     if kind is None:
