@@ -270,6 +270,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file (e.g. config/config.yaml)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte at offset {error.start}); save the config as UTF-8") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     try:
