@@ -75,6 +75,8 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 def _prepare(args: argparse.Namespace) -> None:
     from mtlue.data import PreparedDataset, create_builder
+    from mtlue.data.store import OUTPUT
+    from mtlue.io import check_output_dir
 
     options: dict[str, Any] = {}
     if args.options_json:
@@ -87,6 +89,7 @@ def _prepare(args: argparse.Namespace) -> None:
     out = Path(args.out) if args.out else Path("resources/data") / args.dataset
     raw = Path(args.raw) if args.raw else Path("resources/raw") / source
     builder = create_builder(source, select_tasks=args.tasks or None, **options)
+    check_output_dir(out, OUTPUT, inputs=[("--raw", raw)])
     print(f"preparing {args.dataset} ({builder!r}) from {raw} into {out}", file=sys.stderr)
     builder.prepare(out, raw)
     dataset = PreparedDataset(out)
@@ -97,7 +100,10 @@ def _prepare(args: argparse.Namespace) -> None:
 def _show(args: argparse.Namespace) -> None:
     from mtlue.data import PreparedDataset
     from mtlue.data.preview import render_sample_grid, summary_lines
+    from mtlue.io import check_output_file, is_png
 
+    if args.out:
+        check_output_file(args.out, what="sample grid PNG", inputs=[("DATA", args.data)], replaceable=is_png, example="samples.png")
     dataset = PreparedDataset(args.data)
     print("\n".join(summary_lines(dataset)))
     if args.out:
@@ -181,6 +187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from mtlue import timing
     from mtlue.config import ConfigError
     from mtlue.data import DatasetError
+    from mtlue.io import OutputError
     from mtlue.tracking import TrackingError
 
     from mtlue.logs import configure_logging
@@ -194,7 +201,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = timing.Instant.now()
     try:
         args.handler(args)
-    except (CommandError, ConfigError, DatasetError, TrackingError) as error:
+    except (CommandError, ConfigError, DatasetError, OutputError, TrackingError) as error:
         print(f"mtlue {args.command}: error: {error}", file=sys.stderr)
         return 2
     finally:

@@ -95,6 +95,7 @@ def validate_config(config: Mapping[str, Any]) -> dict[str, Any]:
     _check_datasets(resolved)
     _check_methods(resolved)
     _resolve_robustness(resolved)
+    _check_victims(resolved)
     _check_defenses(resolved)
     return resolved
 
@@ -195,6 +196,35 @@ def _check_methods(config: Mapping[str, Any]) -> None:
             raise ConfigError(f"poisons: {error}") from None
 
 
+def _check_victims(config: Mapping[str, Any]) -> None:
+    """Every backbone is registered or a timm model name, every weighting registered; nothing is built."""
+    from victims.backbones import BackboneError, get_backbone_spec, list_backbones
+    from victims.weighting import list_weightings
+
+    places = [("victims", config["victims"]), *((f"robustness[{i}]", block) for i, block in enumerate(config["robustness"]))]
+    for where, block in places:
+        for backbone in block["backbones"]:
+            try:
+                get_backbone_spec(backbone)
+            except BackboneError:
+                raise ConfigError(
+                    f"{where}.backbones: unknown backbone {backbone!r}; use one of {', '.join(list_backbones())} "
+                    f"or any timm model name (timm.list_models())"
+                ) from None
+        unknown = [name for name in block["weightings"] if name not in list_weightings()]
+        if unknown:
+            raise ConfigError(
+                f"{where}.weightings: unknown weighting(s) {', '.join(map(repr, unknown))}; use one of {', '.join(list_weightings())}"
+            )
+    try:
+        get_backbone_spec(config["surrogate"]["backbone"])
+    except BackboneError:
+        raise ConfigError(
+            f"surrogate.backbone: unknown backbone {config['surrogate']['backbone']!r}; use one of "
+            f"{', '.join(list_backbones())} or any timm model name (timm.list_models())"
+        ) from None
+
+
 def defense_options(config: Mapping[str, Any], spec: str) -> dict[str, Any]:
     """The `victims.defense_options` of each component of ``spec``, keyed ``component.option``
     (the form `create_defense` and `mtlue victim --defense-set` take for any composition)."""
@@ -265,6 +295,8 @@ def load_config(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist; pass an existing YAML file (e.g. config/config.yaml)")
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"{path} is not UTF-8 text (byte at offset {error.start}); save the config as UTF-8") from None
     except yaml.YAMLError as error:
         raise ConfigError(f"{path} is not valid YAML: {error}") from None
     try:

@@ -378,3 +378,35 @@ def test_ui_serves_the_store_on_localhost(tmp_path):
 def test_ui_refuses_a_missing_store(tmp_path, capsys):
     assert main(["ui", "--tracking-uri", _uri(tmp_path / "nowhere")]) == 2
     assert "no tracking store at" in capsys.readouterr().err
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+def test_a_rerun_marks_the_killed_runs_of_its_own_job_killed_and_leaves_others_running(tmp_path):
+    """kill -9 leaves a run RUNNING; the job's rerun ends it before opening its own."""
+    from mlflow import MlflowClient
+
+    from mtlue.tracking.tracker import HOST_TAG, PID_TAG
+
+    uri = _uri(tmp_path)
+    identity = {"job": "victim", "dataset": "shapes", "method": "lsp", "seed": "0"}
+    with track_job(TrackingSettings(uri), job="victim", experiment="shapes", run_name="victim lsp", tags=identity, params={}):
+        pass
+    client = MlflowClient(uri)
+    experiment = client.get_experiment_by_name("shapes").experiment_id
+    here = socket.gethostname()
+    dead = client.create_run(experiment, run_name="victim lsp", tags={**identity, HOST_TAG: here, PID_TAG: str(_dead_pid())})
+    alive = client.create_run(experiment, run_name="victim lsp", tags={**identity, HOST_TAG: here, PID_TAG: str(os.getpid())})
+    other_seed = client.create_run(experiment, run_name="victim lsp", tags={**identity, "seed": "1", HOST_TAG: here, PID_TAG: str(_dead_pid())})
+    with track_job(TrackingSettings(uri), job="victim", experiment="shapes", run_name="victim lsp", tags=identity, params={}) as tracker:
+        rerun = tracker.run_id
+    status = {run.info.run_id: run.info.status for run in _runs(uri, "shapes")}
+    assert status[dead.info.run_id] == "KILLED"
+    assert client.get_run(dead.info.run_id).data.tags["error"].startswith("process ended without closing its run")
+    assert status[alive.info.run_id] == "RUNNING"  # its process still runs: not ours to end
+    assert status[other_seed.info.run_id] == "RUNNING"  # another job's identity
+    assert status[rerun] == "FINISHED"

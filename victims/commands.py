@@ -229,7 +229,7 @@ def _victim(args: argparse.Namespace) -> None:
     from mtlue import timing
     from mtlue.cli import CommandError
     from mtlue.data.store import PreparedDataset
-    from mtlue.io import atomic_write_json
+    from mtlue.io import atomic_write_json, check_output_file
     from mtlue.tracking import log_victim_result, track_victim, tracking_settings
 
     from .backbones import BackboneError
@@ -238,7 +238,7 @@ def _victim(args: argparse.Namespace) -> None:
     from .device import DeviceError
     from .losses import NonFiniteGradientError, NonFiniteLossError
     from .metrics import MetricError
-    from .run import run_victim
+    from .run import is_victim_metrics, run_victim
     from .weighting import WeightingError
 
     seeds = list(args.seed)
@@ -251,6 +251,9 @@ def _victim(args: argparse.Namespace) -> None:
         )
     except ValueError as error:
         raise CommandError(str(error)) from error
+    inputs = [("--data", args.data), ("--poison", args.poison), ("--pretrained", args.pretrained)]
+    for seed in seeds:
+        check_output_file(seed_path(args.out, seed), what="victim metrics.json", inputs=inputs, replaceable=is_victim_metrics, example="metrics.json")
     settings = tracking_settings(args)
     dataset = PreparedDataset(args.data)
     train_images, train_images_id = _published_images(dataset, args.poison)

@@ -63,6 +63,17 @@ class VictimConfig:
         object.__setattr__(self, "defense_options", dict(self.defense_options))
 
 
+#: Seeds run from 0 to 2**32 - 1: numpy's global generator takes no more, and none is negative.
+SEED_MAX = 2**32 - 1
+
+
+def check_seed(seed: object, flag: str = "--seed") -> int:
+    """``seed`` as an int, or ValueError naming ``flag`` and the valid range."""
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= SEED_MAX:
+        raise ValueError(f"{flag} {seed!r} is out of range; give an integer from 0 to {SEED_MAX}")
+    return int(seed)
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     """Optimisation recipe of a victim (defaults: the paper's MTL victims).
@@ -97,6 +108,7 @@ class TrainConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "milestones", tuple(float(m) for m in self.milestones))
+        check_seed(self.seed)
         checks = [
             (self.epochs >= 1, "epochs must be at least 1"),
             # Batch norm cannot train on a single sample.

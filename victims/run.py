@@ -74,9 +74,20 @@ from .metrics import TaskResults, aggregate
 from .model import MultiTaskModel
 from .train import EpochCallback, FitResult, fit, seed_everything
 
-__all__ = ["RunRecord", "VictimResult", "run_victim"]
+__all__ = ["RunRecord", "VictimResult", "is_victim_metrics", "run_victim"]
 
 FORMAT = "mtlue-victim-metrics/1"
+
+
+def is_victim_metrics(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` is a ``metrics.json`` this module wrote (an earlier result a rerun replaces)."""
+    import json
+
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return isinstance(data, dict) and str(data.get("format", "")).startswith("mtlue-victim-metrics/")
 
 
 @dataclass

@@ -160,6 +160,20 @@ class LabelTable:
 
 
 def read_label_table(path: Path) -> LabelTable:
+    try:
+        return _read_label_table(path)
+    except UnicodeDecodeError as error:
+        raise DatasetError(_not_utf8(path, error)) from None
+
+
+def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
+    return (
+        f"{path} is not UTF-8 text (byte {error.object[error.start]:#04x} at offset {error.start}); "
+        f"save it as UTF-8, e.g. `iconv -f latin1 -t utf-8 {path.name} > fixed && mv fixed {path.name}`"
+    )
+
+
+def _read_label_table(path: Path) -> LabelTable:
     if not path.is_file():
         raise DatasetError(f"{path} does not exist; the folder dataset needs a {LABELS_FILE} (see {DOCS})")
     with open(path, newline="", encoding="utf-8-sig") as handle:
@@ -447,6 +461,8 @@ class FolderDataset(DatasetBuilder):
             return {}
         try:
             raw = yaml.safe_load(tasks_file.read_text(encoding="utf-8"))
+        except UnicodeDecodeError as error:
+            raise DatasetError(_not_utf8(tasks_file, error)) from None
         except yaml.YAMLError as error:
             raise DatasetError(f"{tasks_file} is not valid YAML ({error}); fix the file") from None
         return parse_declarations(raw, str(tasks_file))

@@ -28,12 +28,13 @@ from typing import Any
 
 import numpy as np
 
-from mtlue.io import atomic_directory, atomic_write_json, file_sha256
+from mtlue.io import FolderOutput, atomic_directory, atomic_write_json, file_sha256
 
 from .tasks import Task, tasks_from_json, tasks_to_json
 
 __all__ = [
     "FORMAT",
+    "OUTPUT",
     "SPLITS",
     "DatasetError",
     "DatasetWriter",
@@ -45,6 +46,9 @@ __all__ = [
 FORMAT = "mtlue-dataset/1"
 SPLITS = ("train", "test")
 MANIFEST = "manifest.json"
+
+#: What ``mtlue prepare --out`` holds: the manifest and the files it lists (see mtlue.io).
+OUTPUT = FolderOutput("prepared dataset", MANIFEST, "mtlue-dataset/", listed=lambda manifest: manifest["files"])
 
 
 class DatasetError(RuntimeError):
@@ -157,7 +161,7 @@ class DatasetWriter:
         self._root: Path | None = None
 
     def __enter__(self) -> DatasetWriter:
-        self._context = atomic_directory(self.out_dir)
+        self._context = atomic_directory(self.out_dir, OUTPUT)
         self._root = self._context.__enter__()
         return self
 

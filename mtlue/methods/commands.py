@@ -79,14 +79,26 @@ def _hyperparameter(text: str) -> tuple[str, Any]:
 
 def run_poison(args: argparse.Namespace) -> None:
     from mtlue.data.store import PreparedDataset
+    from mtlue.io import check_output_dir, check_output_file, is_png
+    from mtlue.poisons.card import STORE_OUTPUT
     from mtlue.poisons.preview import render_poison_preview
     from mtlue.tracking import log_poison_result, track_poison, tracking_settings
+    from victims.config import check_seed
 
     from .base import GenerationContext, MethodError
     from .classwise import ClasswiseMethod, classification_tasks
     from .generate import make_poison
     from .registry import create_method
 
+    inputs = [("--data", args.data), ("--surrogate-dir", args.surrogate_dir), ("--surrogate", args.surrogate),
+              *(("--surrogate-checkpoint", path) for path in args.surrogate_checkpoints)]
+    try:
+        check_seed(args.seed)
+    except ValueError as error:
+        raise MethodError(str(error)) from None
+    check_output_dir(args.out, STORE_OUTPUT, inputs=inputs)
+    if args.preview:
+        check_output_file(args.preview, what="preview PNG", inputs=[*inputs, ("--out", args.out)], replaceable=is_png, example="preview.png", flag="--preview")
     keys = [key for key, _ in args.hyperparameters]
     repeated = sorted({key for key in keys if keys.count(key) > 1})
     if repeated:

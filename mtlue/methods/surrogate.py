@@ -59,7 +59,7 @@ from typing import Any
 
 from mtlue.data.store import PreparedDataset
 from mtlue.data.tasks import Task, tasks_to_json
-from mtlue.io import atomic_directory, atomic_write, atomic_write_json, file_sha256
+from mtlue.io import FolderOutput, atomic_directory, atomic_write, atomic_write_json, file_sha256
 
 from .base import MethodError
 
@@ -83,6 +83,10 @@ __all__ = [
 #: version 1 folders hold an untrained ``epoch_000.pt`` and are refused, naming the retrain.
 FORMAT = "mtlue-surrogate/2"
 CARD_NAME = "surrogate.json"
+#: What ``mtlue surrogate --out`` holds: the card and the model files it lists (see mtlue.io).
+OUTPUT = FolderOutput(
+    "surrogate", CARD_NAME, "mtlue-surrogate/", listed=lambda card: [card["final"]["file"], *(item["file"] for item in card["snapshots"])],
+)
 FINAL_NAME = "final.pt"
 #: MTL-UE's clean run keeps a checkpoint every 4 epochs (15 of 60 for SEP: after epochs 1, 5, ..., 57).
 DEFAULT_EVERY = 4
@@ -282,7 +286,7 @@ def train_surrogate(
     ).to(device)
     weighting = create_weighting("ew", len(dataset.tasks)).to(device)
 
-    with atomic_directory(out_dir) as building:
+    with atomic_directory(out_dir, OUTPUT) as building:
         # Snapshots go where the training checkpoint lives, so a resumed run still has the
         # snapshots of the epochs it does not repeat.
         work = Path(checkpoint_dir) if checkpoint_dir is not None else building

@@ -55,13 +55,16 @@ def run_surrogate(args: argparse.Namespace) -> None:
     from victims.device import DeviceError
     from victims.losses import NonFiniteGradientError, NonFiniteLossError
 
-    from .surrogate import train_surrogate
+    from mtlue.io import check_output_dir
+
+    from .surrogate import OUTPUT, train_surrogate
 
     try:
         config = train_config(args)
         victim = VictimConfig(**network_options(args))
     except ValueError as error:
         raise CommandError(str(error)) from error
+    check_output_dir(args.out, OUTPUT, inputs=[("--data", args.data), ("--checkpoint-dir", args.checkpoint_dir), ("--pretrained", args.pretrained)])
     settings = tracking_settings(args)
     dataset = PreparedDataset(args.data)
     print(f"training the surrogate of {dataset.name}: {victim.backbone}, {config.epochs} epochs, "

@@ -19,11 +19,14 @@ from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any
 
+from mtlue.io import FolderOutput
+
 from .budget import NORM, check_epsilon
 from .convergence import Convergence
 from .errors import PoisonError
 
 __all__ = [
+    "STORE_OUTPUT",
     "FORMAT",
     "READABLE_FORMATS",
     "DELTAS_FORMAT",
@@ -45,6 +48,9 @@ READABLE_FORMATS = (_FORMAT_WITHOUT_CONVERGENCE, FORMAT)
 DELTAS_FORMAT = "mtlue-poison/1"
 CARD_NAME = "card.json"
 DELTAS_NAME = "deltas.safetensors"
+
+#: What a perturbation store folder holds (``mtlue poison``, ``submit``, ``install-submission``).
+STORE_OUTPUT = FolderOutput("perturbation store", CARD_NAME, "mtlue-poison/", fixed=(DELTAS_NAME,))
 #: The forms a submitted perturbation file may take (see mtlue.poisons.submissions).
 SUBMISSION_LAYOUTS = ("int8-deltas", "float-deltas", "uint8-images")
 

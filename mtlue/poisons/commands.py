@@ -64,16 +64,23 @@ def run_submit(args: argparse.Namespace) -> None:
     from .errors import PoisonError
     from .submissions import SUBMISSIONS_ROOT, check_submission_name, submission_dir, submit_file
 
+    from mtlue.io import check_output_dir
+
+    from .card import STORE_OUTPUT
+
     # Checked before the dataset is opened: --name also picks the default --out folder.
     check_submission_name(args.name)
     data = Path(args.data) if args.data else Path("resources/data") / args.dataset
+    out = Path(args.out) if args.out else submission_dir(SUBMISSIONS_ROOT, args.dataset, args.name)
+    check_output_dir(out, STORE_OUTPUT, inputs=[("FILE", args.file), ("--data", data)])
+    if not Path(args.file).is_file():
+        raise PoisonError(f"submitted file {args.file} does not exist or is not a file; pass the path of your .safetensors file")
     dataset = PreparedDataset(data)
     if dataset.name != args.dataset:
         raise PoisonError(
             f"--data {data} holds the prepared dataset {dataset.name!r}, not {args.dataset!r}; "
             f"pass --dataset {dataset.name} or the folder of {args.dataset!r}"
         )
-    out = Path(args.out) if args.out else submission_dir(SUBMISSIONS_ROOT, args.dataset, args.name)
     store = submit_file(args.file, dataset=dataset, name=args.name, out_dir=out, epsilon=args.epsilon)
     record = store.card.submission
     assert record is not None
@@ -85,9 +92,16 @@ def run_submit(args: argparse.Namespace) -> None:
 def run_install_submission(args: argparse.Namespace) -> None:
     from mtlue.data.store import PreparedDataset
 
+    from mtlue.io import check_output_dir, check_output_file, is_png
+
+    from .card import STORE_OUTPUT
     from .preview import render_poison_preview
     from .submissions import install_submission
 
+    inputs = [("--data", args.data), ("--submission", args.submission)]
+    check_output_dir(args.out, STORE_OUTPUT, inputs=inputs)
+    if args.preview:
+        check_output_file(args.preview, what="preview PNG", inputs=[*inputs, ("--out", args.out)], replaceable=is_png, example="preview.png", flag="--preview")
     dataset = PreparedDataset(args.data)
     store = install_submission(args.submission, dataset, args.out, max_epsilon=args.epsilon)
     print(store.card.describe())

@@ -33,7 +33,7 @@ from mtlue.data.store import PreparedDataset, SplitData
 from mtlue.io import atomic_directory, atomic_write_json, file_sha256
 
 from .budget import NORM, check_deltas, check_epsilon, publish
-from .card import CARD_NAME, DELTAS_FORMAT, DELTAS_NAME, PoisonCard, SubmissionRecord, SurrogateRecord
+from .card import CARD_NAME, DELTAS_FORMAT, DELTAS_NAME, STORE_OUTPUT, PoisonCard, SubmissionRecord, SurrogateRecord
 from .convergence import Convergence
 from .errors import PoisonError
 from .partial import poisoned_count
@@ -117,7 +117,7 @@ def write_store(
         raise PoisonError(f"the hyperparameters of {method!r} must be JSON values: {error}") from None
     records = tuple(_surrogate_record(Path(path)) for path in surrogates)
     deltas = np.ascontiguousarray(deltas)
-    with atomic_directory(out_dir) as building:
+    with atomic_directory(out_dir, STORE_OUTPUT) as building:
         deltas_path = building / DELTAS_NAME
         # One metadata key only: safetensors stores metadata in a hash map whose order changes
         # from process to process, so several keys would make identical stores differ in bytes.
@@ -225,6 +225,12 @@ _FOREIGN_FORMATS = (
 )
 
 
+#: Largest safetensors header (JSON of tensor names, shapes and metadata) read. One tensor's entry
+#: and our one metadata key take well under 1 KB; a header of megabytes is metadata padding, which
+#: the store would never keep, and parsing it costs memory before anything else is checked.
+MAX_HEADER_BYTES = 1 << 20
+
+
 def check_safetensors_header(path: str | os.PathLike[str], *, fix: str) -> None:
     """Refuse ``path`` unless it starts like safetensors: 8 bytes of header length, then ``{``.
 
@@ -236,6 +242,12 @@ def check_safetensors_header(path: str | os.PathLike[str], *, fix: str) -> None:
     with open(path, "rb") as handle:
         head = handle.read(9)
     if len(head) == 9 and head[8:9] == b"{" and 8 + int.from_bytes(head[:8], "little") <= size:
+        header = int.from_bytes(head[:8], "little")
+        if header > MAX_HEADER_BYTES:
+            raise PoisonError(
+                f"{path} has a safetensors header of {header:,} bytes, above the {MAX_HEADER_BYTES:,} allowed: "
+                f"only tensor names, shapes and short metadata belong there; save the file again without the metadata"
+            )
         return
     kind = next((name for magic, name in _FOREIGN_FORMATS if head.startswith(magic)), None)
     if kind is None:

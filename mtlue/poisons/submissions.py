@@ -32,7 +32,7 @@ from mtlue.data.store import PreparedDataset
 from mtlue.io import atomic_directory, atomic_write_json, file_sha256
 
 from .budget import DEFAULT_EPSILON, check_budget, check_epsilon, max_abs_per_sample, round_to_steps
-from .card import CARD_NAME, DELTAS_NAME, PoisonCard, SubmissionRecord
+from .card import CARD_NAME, DELTAS_NAME, STORE_OUTPUT, PoisonCard, SubmissionRecord
 from .errors import PoisonError
 from .store import POISONED_SPLIT, PoisonStore, check_safetensors_header, load_store, read_card, write_store
 
@@ -202,7 +202,7 @@ def install_submission(
             f"results/{dataset.name}/poisons/{card.method}: the victims and tables name methods by folder"
         )
     store = load_store(submission, dataset, max_epsilon=max_epsilon)
-    with atomic_directory(out_dir) as building:
+    with atomic_directory(out_dir, STORE_OUTPUT) as building:
         shutil.copyfile(submission / DELTAS_NAME, building / DELTAS_NAME)
         # Compared with the card load_store checked: the copy must be the bytes just verified.
         if file_sha256(building / DELTAS_NAME) != store.card.sha256:

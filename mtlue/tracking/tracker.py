@@ -24,6 +24,7 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 import tempfile
 import time
@@ -39,9 +40,14 @@ __all__ = [
     "JobTracker",
     "TrackingSettings",
     "flatten_metrics",
+    "end_stale_runs",
     "flatten_params",
     "track_job",
 ]
+
+#: Tags recording which process a run belongs to, so a rerun can tell a dead job's run from a live one.
+HOST_TAG = "mtlue.host"
+PID_TAG = "mtlue.pid"
 
 #: The DAG's axes, tagged on every run that has them.
 AXES: tuple[str, ...] = ("dataset", "method", "backbone", "weighting", "defense", "seed")
@@ -111,6 +117,47 @@ def flatten_metrics(record: Mapping[str, Any], prefix: str = "", skip: Sequence[
     return flat
 
 
+def _alive(pid: str | None) -> bool:
+    if pid is None or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def end_stale_runs(client: Any, uri: str, experiment_id: str, *, run_name: str, tags: Mapping[str, str]) -> list[str]:
+    """Mark KILLED every RUNNING run of the same job identity whose process is gone; return their ids.
+
+    A job's identity is its run name, ``job`` tag and DAG-axis tags. A job killed by ``kill -9``
+    (or a lost node) never ends its run; its rerun calls this before opening its own run, so the
+    store keeps one live run per job. A run whose process still runs on this host is left alone;
+    a run from another host is taken as dead (Snakemake runs each job once at a time).
+    """
+    identity = {key: tags[key] for key in ("job", *AXES) if key in tags}
+    here = socket.gethostname()
+    found = retrying(
+        lambda: client.search_runs([experiment_id], filter_string="attributes.status = 'RUNNING'", max_results=1000),
+        "looking for stale runs", uri,
+    )
+    ended = []
+    for run in found:
+        theirs = run.data.tags
+        if run.info.run_name != run_name or any(theirs.get(key) != value for key, value in identity.items()):
+            continue
+        if theirs.get(HOST_TAG) == here and _alive(theirs.get(PID_TAG)):
+            continue
+        run_id = run.info.run_id
+        retrying(lambda: client.set_tag(run_id, "error", "process ended without closing its run (killed?); superseded by a rerun"), "tagging a stale run", uri)
+        retrying(lambda: client.set_terminated(run_id, "KILLED"), "ending a stale run as KILLED", uri)
+        print(f"marked stale MLflow run {run_id} of {run_name!r} KILLED: its process is gone", file=sys.stderr)
+        ended.append(run_id)
+    return ended
+
+
 class JobTracker:
     """The MLflow run of one job; every call is retried while a SQLite store is locked."""
 
@@ -144,8 +191,9 @@ class JobTracker:
         started = time.perf_counter()
         client, experiment_id = open_experiment(settings.uri, settings.experiment or experiment)
         assert experiment_id is not None
-        merged = {**tags, **settings.tags}
+        merged = {**tags, **settings.tags, HOST_TAG: socket.gethostname(), PID_TAG: os.getpid()}
         all_tags = {str(key): _cut(str(value), _MAX_TAG_VALUE) for key, value in merged.items() if value is not None}
+        end_stale_runs(client, settings.uri, experiment_id, run_name=run_name, tags=all_tags)
         run = retrying(
             lambda: client.create_run(experiment_id, tags=all_tags, run_name=run_name), "creating the run", settings.uri,
         )
