@@ -201,28 +201,26 @@ def _check_victims(config: Mapping[str, Any]) -> None:
     from victims.backbones import BackboneError, get_backbone_spec, list_backbones
     from victims.weighting import list_weightings
 
+    def check_backbone(where: str, backbone: str) -> None:
+        try:
+            get_backbone_spec(backbone)
+        except BackboneError:
+            raise ConfigError(
+                f"{where}: unknown backbone {backbone!r}; use one of {', '.join(list_backbones())} "
+                f"or any timm model name (timm.list_models())"
+            ) from None
+
+    weightings = list_weightings()
     places = [("victims", config["victims"]), *((f"robustness[{i}]", block) for i, block in enumerate(config["robustness"]))]
     for where, block in places:
         for backbone in block["backbones"]:
-            try:
-                get_backbone_spec(backbone)
-            except BackboneError:
-                raise ConfigError(
-                    f"{where}.backbones: unknown backbone {backbone!r}; use one of {', '.join(list_backbones())} "
-                    f"or any timm model name (timm.list_models())"
-                ) from None
-        unknown = [name for name in block["weightings"] if name not in list_weightings()]
+            check_backbone(f"{where}.backbones", backbone)
+        unknown = [name for name in block["weightings"] if name not in weightings]
         if unknown:
             raise ConfigError(
-                f"{where}.weightings: unknown weighting(s) {', '.join(map(repr, unknown))}; use one of {', '.join(list_weightings())}"
+                f"{where}.weightings: unknown weighting(s) {', '.join(map(repr, unknown))}; use one of {', '.join(weightings)}"
             )
-    try:
-        get_backbone_spec(config["surrogate"]["backbone"])
-    except BackboneError:
-        raise ConfigError(
-            f"surrogate.backbone: unknown backbone {config['surrogate']['backbone']!r}; use one of "
-            f"{', '.join(list_backbones())} or any timm model name (timm.list_models())"
-        ) from None
+    check_backbone("surrogate.backbone", config["surrogate"]["backbone"])
 
 
 def defense_options(config: Mapping[str, Any], spec: str) -> dict[str, Any]:
