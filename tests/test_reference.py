@@ -62,21 +62,25 @@ def test_default_reference_ar_is_ten_points_below_clean():
     assert main["clean"]["mean"] - main["ar"]["mean"] >= 10.0
 
 
-SHORT_OF_THE_MARK = "measured 0.3 (clean), 4.6 (train fit) and 2.3 (LSP) points short; README, sanity section"
+SHORT_OF_THE_MARK = (
+    "measured 4.3 (clean train fit), 2.3 (LSP), 16.6 (EM), 26.6 (AR) and 2.7 (TAP) points short "
+    "with batch-norm gamma 1; README, sanity section"
+)
+
+
+def missed(criterion, name):
+    return pytest.param(criterion, id=name, marks=pytest.mark.xfail(strict=True, reason=SHORT_OF_THE_MARK))
 
 
 @pytest.mark.parametrize(
     "criterion",
     [
-        pytest.param(lambda rows: rows["clean"]["mean"] >= 90.0, id="clean>=90",
-                     marks=pytest.mark.xfail(strict=True, reason=SHORT_OF_THE_MARK)),
-        pytest.param(lambda rows: rows["clean"]["train_fit"] >= 99.0, id="clean-train-fit>=99",
-                     marks=pytest.mark.xfail(strict=True, reason=SHORT_OF_THE_MARK)),
-        pytest.param(lambda rows: rows["em"]["mean"] <= 30.0, id="em<=30"),
-        pytest.param(lambda rows: rows["ar"]["mean"] <= 30.0, id="ar<=30"),
-        pytest.param(lambda rows: rows["lsp"]["mean"] <= 30.0, id="lsp<=30",
-                     marks=pytest.mark.xfail(strict=True, reason=SHORT_OF_THE_MARK)),
-        pytest.param(lambda rows: rows["clean"]["mean"] - rows["tap"]["mean"] >= 20.0, id="tap-20-below-clean"),
+        pytest.param(lambda rows: rows["clean"]["mean"] >= 90.0, id="clean>=90"),
+        missed(lambda rows: rows["clean"]["train_fit"] >= 99.0, "clean-train-fit>=99"),
+        missed(lambda rows: rows["em"]["mean"] <= 30.0, "em<=30"),
+        missed(lambda rows: rows["ar"]["mean"] <= 30.0, "ar<=30"),
+        missed(lambda rows: rows["lsp"]["mean"] <= 30.0, "lsp<=30"),
+        missed(lambda rows: rows["clean"]["mean"] - rows["tap"]["mean"] >= 20.0, "tap-20-below-clean"),
     ],
 )
 def test_sanity_reference_against_the_literature_pass_marks(criterion):
