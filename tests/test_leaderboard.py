@@ -83,8 +83,13 @@ def test_measured_entries_validate(measured):
         (lambda e: e.update(score=e["score"] - 1.0), "is not the best per-defense score"),
         (lambda e: e.update(best_defense="cutout"), "best_defense 'cutout' did not achieve"),
         (lambda e: e["per_defense"].pop("bdr"), "per_defense has \\['none'\\], the protocol's defenses are"),
-        (lambda e: e.update(format="mtlue-leaderboard-entry/1"), "format: 'mtlue-leaderboard-entry/3' was expected"),
-        (lambda e: e.update(format="mtlue-leaderboard-entry/2"), "format: 'mtlue-leaderboard-entry/3' was expected"),
+        (lambda e: e.update(format="mtlue-leaderboard-entry/1"), "format: 'mtlue-leaderboard-entry/4' was expected"),
+        (lambda e: e.update(format="mtlue-leaderboard-entry/3"), "format: 'mtlue-leaderboard-entry/4' was expected"),
+        (lambda e: e.pop("per_setting"), "'per_setting' is a required property"),
+        (lambda e: e["per_setting"].pop(), "per_setting covers 1 of the grid's 2"),
+        (lambda e: e["per_setting"][0].update(score=e["per_setting"][0]["score"] + 5), "per_setting's mean under none is"),
+        (lambda e: e["per_defense"]["none"]["per_task"].popitem(), "per_defense.none.per_task has tasks"),
+        (lambda e: e["poison"].update(generation_seconds=-1.0), "poison: .* is not valid under any of the given schemas"),
         (lambda e: e.pop("score_std"), "'score_std' is a required property"),
         (lambda e: e.update(score_std=-1.0), "score_std: -1.0 is less than the minimum of 0"),
         (lambda e: e.update(score_std=e["score_std"] + 1.0), "score_std .* is not the best defense's score_std"),
@@ -112,6 +117,8 @@ def _ranked_copy(entry, method, per_defense, std=0.1):
     changed["method"] = method
     for defense, score in per_defense.items():
         changed["per_defense"][defense].update(score=score, score_std=std)
+    for setting in changed["per_setting"]:
+        setting.update(score=per_defense[setting["defense"]], score_std=std)
     best = max(changed["protocol"]["defenses"], key=lambda d: (per_defense[d], -changed["protocol"]["defenses"].index(d)))
     changed.update(
         score=per_defense[best], score_std=std, best_defense=best, undefended_score=per_defense["none"], undefended_std=std,
@@ -275,7 +282,7 @@ def test_a_poison_cut_off_by_its_cap_is_marked_on_the_leaderboard(cut_off_result
     out = tmp_path / "leaderboard"
     assert main(["leaderboard", "--results", str(cut_off_results), "--out", str(out)]) == 0
     entry = json.loads((out / "entries" / "shapes--default--lsp.json").read_text())
-    assert entry["format"] == "mtlue-leaderboard-entry/3"
+    assert entry["format"] == "mtlue-leaderboard-entry/4"
     assert entry["convergence"] == {
         "rule": "surrogate training error <= 0.01", "converged": False, "stopped_by": "cap", "unit": "round", "steps": 3,
         "cap": 3, "cap_hyperparameter": "max_rounds", "final": {"train_error": 0.4}, "target": {"train_error": 0.01},
@@ -398,7 +405,7 @@ def test_a_cut_off_poison_is_marked_beside_its_shared_rank(seeded_cut_off_result
         validate_entry(entry, str(path))
         entries[entry["method"]] = entry
     close = entries["close"]
-    assert close["format"] == "mtlue-leaderboard-entry/3"
+    assert close["format"] == "mtlue-leaderboard-entry/4"
     assert (close["convergence"]["converged"], close["convergence"]["stopped_by"]) == (False, "cap")
     assert (close["score"], close["score_std"], close["n_seeds"], close["rank"]) == (71.5, 1.0, 3, 1)
     assert close["ties_with"] == ["flip", "middle", "strong", "twin"]
