@@ -256,7 +256,7 @@ def board_figures(board: Board) -> dict[str, Any]:
     axis.set_ylabel(f"{board.label}, best defense", fontsize=8)
     seeds = board.n_seeds
     noise = f"± std over {seeds} seeds, =r: tied" if seeds > 1 else "one seed: not ranked"
-    axis.set_title(f"{title}: lower = better protection ({noise})", fontsize=9)
+    axis.set_title(f"{title}\nlower = better protection ({noise})", fontsize=9)
 
     defenses = defense_order(board.defenses)
     index = pd.MultiIndex.from_tuples(
@@ -265,7 +265,7 @@ def board_figures(board: Board) -> dict[str, Any]:
     )
     matrix = pd.DataFrame([[entry["per_defense"][d]["score"] for d in defenses] for _, entry in rows], index=index, columns=defenses)
     try:
-        heatmap = attack_defense_heatmap(matrix, board.label, f"{title}: mean over backbones x weightings x seeds")
+        heatmap = attack_defense_heatmap(matrix, board.label, f"{title}\nmean over backbones x\nweightings x seeds")
     except BaseException:
         plt.close(figure)
         raise
