@@ -153,6 +153,22 @@ class Page:
             raise AssertionError(f"{expression!r} threw: {result['exceptionDetails'].get('exception', {}).get('description')}")
         return result["result"].get("value")
 
+    async def wait_for(self, expression: str, timeout: float = 10.0) -> bool:
+        """Whether ``expression`` becomes true within ``timeout`` seconds (for what follows an event, e.g. hashchange)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if await self.evaluate(f"Boolean({expression})"):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    async def images_loaded(self) -> bool:
+        """Whether every image of the page loads and decodes (lazy ones are loaded first); False names none."""
+        return await self.evaluate(
+            "Promise.all(Array.from(document.images).map(i => { i.loading = 'eager';"
+            " return i.decode().then(() => i.naturalWidth > 0, () => false); })).then(all => all.every(Boolean))"
+        )
+
     async def click(self, selector: str) -> None:
         """A real left click (mouse events) in the middle of the first element matching ``selector``."""
         box = await self.evaluate(

@@ -121,13 +121,13 @@ def test_sorting_filtering_and_details_in_chromium(board_folder, tmp_path):
         # Details: the method's link opens its detail view, which links the entry JSON.
         await page.click("#board-shapes--default tr[data-method=close] td:nth-child(2) a")
         detail = "document.getElementById('detail-shapes--default--close')"
-        assert await page.evaluate(f"{detail}.open") is True
+        assert await page.wait_for(f"{detail}.open"), "the method's link did not open its detail view"
         text = await page.evaluate(f"{detail}.textContent")
         for part in ("Per task", "Attack x defense", "Undefended vs best defense", "Converged", "Budget", "linf ≤ 8/255", "Config sha256"):
             assert part in text
         href = await page.evaluate(f"{detail}.querySelector('a').getAttribute('href')")
         assert (board_folder / href).is_file()
-        assert await page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)") is True
+        assert await page.images_loaded() is True
         await page.screenshot(tmp_path / "sorted.png")
         return page.errors
 
@@ -160,7 +160,7 @@ def test_the_committed_board_renders_without_errors(tmp_path):
     async def scenario(page):
         await page.open(page_file.as_uri())
         assert await page.evaluate("document.querySelectorAll('table.ranking tbody tr').length") >= 2
-        assert await page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)") is True
+        assert await page.images_loaded() is True
         await page.screenshot(tmp_path / "leaderboard.png", full_page=False)
         return page.errors
 
