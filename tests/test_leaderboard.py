@@ -237,6 +237,13 @@ def test_markdown_rows_in_rank_order_and_html_escapes(measured):
     assert all(f'<img src="{name}"' in page for name in boards[0].plots) and "data:image" not in page
 
 
+def test_entries_of_different_grids_under_one_protocol_name_are_never_ranked_together(measured):
+    entries = [copy.deepcopy(entry) for entry in measured[2].values()]
+    entries[-1]["protocol"]["seeds"] = [0, 1, 2]
+    with pytest.raises(LeaderboardError, match="measured on 2 different grids under one protocol name .* its own --protocol name"):
+        rank_entries(entries)
+
+
 def test_reported_numbers_only_for_their_dataset_and_protocol():
     protocol = {"name": "paper", "mode": "mtl", "backbones": ["resnet18"], "weightings": ["ew"], "defenses": ["none"], "seeds": [0]}
     assert reported_applies("celeba", protocol)
