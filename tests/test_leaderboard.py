@@ -102,6 +102,49 @@ def test_entries_score_the_attackers_best_defense(measured, tiny_victim_results)
         assert entry["provenance"]["git_commit"] == git_commit()
 
 
+def test_entries_carry_per_task_scores_the_setting_matrix_and_the_poison_card(measured, tiny_victim_results):
+    records, protocol, entries, _ = measured
+    frame = victim_frame(records)
+    tasks = records[0].tasks
+    for method, entry in entries.items():
+        rows = frame[frame["method"] == method]
+        for defense in protocol.defenses:
+            victims = rows[rows["defense"] == defense]
+            for task in tasks:
+                column = victims[f"metrics/{task.name}/{task.headline_metric}"]
+                per_seed = [column[victims["seed"] == seed].mean() for seed in protocol.seeds]
+                cell = entry["per_defense"][defense]["per_task"][task.name]
+                assert cell["metric"] == task.headline_metric
+                assert cell["score"] == pytest.approx(np.mean(per_seed)) and cell["score_std"] == pytest.approx(np.std(per_seed, ddof=1))
+        assert [(s["backbone"], s["weighting"], s["defense"]) for s in entry["per_setting"]] == [("test_resnet", "ew", "none"), ("test_resnet", "ew", "bdr")]
+        for setting in entry["per_setting"]:
+            assert setting["score"] == pytest.approx(entry["per_defense"][setting["defense"]]["score"])  # one backbone x weighting
+        card = json.loads((tiny_victim_results / "shapes" / "poisons" / method / "card.json").read_text())
+        poison = entry["poison"]
+        assert (poison["epsilon"], poison["norm"], poison["ratio"], poison["seed"]) == (card["epsilon"], card["norm"], card["ratio"], card["seed"])
+        assert poison["hyperparameters"] == card["hyperparameters"] and poison["submission"] is None
+        assert poison["generation_seconds"] is None  # closed form: no recorded steps to time
+
+
+def test_generation_time_is_the_sum_of_the_recorded_steps_or_unknown(tiny_victim_results):
+    from mtlue.leaderboard.entries import poison_summary
+    from mtlue.poisons import Convergence
+    from mtlue.poisons.card import PoisonCard
+
+    card = json.loads((tiny_victim_results / "shapes" / "poisons" / "lsp" / "card.json").read_text())
+
+    def summary(history):
+        card["convergence"] = Convergence(
+            rule="error <= 0.01", converged=True, stopped_by="stop_rule", unit="round", steps=len(history), cap=5,
+            cap_hyperparameter="max_rounds", final={"train_error": 0.0}, target={"train_error": 0.01}, history=tuple(history),
+        ).to_json()
+        return poison_summary(PoisonCard.from_json(card, tiny_victim_results / "card.json"))
+
+    timed = [{"round": 1, "seconds": 1.5}, {"round": 2, "seconds": 2.0}, {"round": 3, "seconds": 0.5}]
+    assert summary(timed)["generation_seconds"] == pytest.approx(4.0)
+    assert summary([*timed[:2], {"round": 3}])["generation_seconds"] is None  # a step without its time: unknown, not less
+
+
 def test_measured_entries_validate(measured):
     for entry in measured[2].values():
         validate_entry(entry)
