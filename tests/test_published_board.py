@@ -2,7 +2,7 @@
 
 The board is what the workflow's leaderboard rule writes for ``config/config.yaml`` with
 ``results_root: results`` and no submissions. When the default's config changes, these tests fail
-until the board is rebuilt from a rerun (README, "The published board").
+until the board is rebuilt from a rerun (README, "The page and the published board").
 """
 
 from __future__ import annotations
@@ -19,7 +19,10 @@ from mtlue.report.selection import Selection, config_sha256
 
 REPOSITORY = Path(__file__).resolve().parent.parent
 BOARD = REPOSITORY / "results" / "leaderboard"
-REBUILD = "rerun `snakemake --cores all` and commit results/leaderboard/ (README, 'The published board')"
+REBUILD = (
+    "if a local run of another config rewrote it, restore the published board with `git checkout results/leaderboard`; "
+    "if the default changed, rerun `snakemake --cores all` and commit results/leaderboard/ (README, 'The page and the published board')"
+)
 
 
 @pytest.fixture(scope="module")

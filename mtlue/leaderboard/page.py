@@ -204,8 +204,10 @@ def _detail(board: Board, entry: Mapping[str, Any]) -> str:
 def _per_task(board: Board, entry: Mapping[str, Any]) -> str:
     defenses = board.defenses
     reference = board.reference if board.reference is not None and entry["method"] != CLEAN else None
-    clean_cells = None if reference is None else reference["per_defense"].get(NO_DEFENSE, reference["per_defense"][reference["best_defense"]])
-    header = ["Task", "Metric", *(f"{d} ± std" for d in defenses)] + ([] if clean_cells is None else ["Clean"])
+    # The clean victims as the reference: undefended, or at their best defense when the protocol has no `none`.
+    clean_defense = None if reference is None else (NO_DEFENSE if NO_DEFENSE in reference["per_defense"] else reference["best_defense"])
+    clean_cells = None if reference is None else reference["per_defense"][clean_defense]
+    header = ["Task", "Metric", *(f"{d} ± std" for d in defenses)] + ([] if clean_cells is None else [f"Clean ({clean_defense})"])
     rows = []
     for task in entry["dataset"]["tasks"]:
         first = entry["per_defense"][defenses[0]]["per_task"][task]
