@@ -50,8 +50,7 @@ class Browser:
             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
         )
         port = await asyncio.to_thread(self._port)
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
-            targets = json.loads(response.read())
+        targets = await asyncio.to_thread(self._targets, port)
         target = next(t for t in targets if t["type"] == "page")
         self.page = Page()
         await self.page.connect(target["webSocketDebuggerUrl"])
@@ -68,6 +67,11 @@ class Browser:
                 return int(marker.read_text().splitlines()[0])
             time.sleep(0.05)
         raise RuntimeError("chromium did not open its DevTools port within 30 s")
+
+    @staticmethod
+    def _targets(port: int) -> list[dict[str, Any]]:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/json/list", timeout=10) as response:
+            return json.loads(response.read())
 
     async def __aexit__(self, *exc: object) -> None:
         page = getattr(self, "page", None)

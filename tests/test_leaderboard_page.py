@@ -34,7 +34,7 @@ def board_folder(seeded_victim_results, tmp_path_factory):
     """A leaderboard of two datasets (the second a renamed copy) and, on the first, two protocols:
     ``default`` (defenses none and bdr, 3 seeds, with ties) and ``undefended`` (none only)."""
     records = collect_victims(seeded_victim_results, "shapes")
-    grid = dict(mode="mtl", backbones=("test_resnet",), weightings=("ew",), seeds=(0, 1, 2))
+    grid = {"mode": "mtl", "backbones": ("test_resnet",), "weightings": ("ew",), "seeds": (0, 1, 2)}
     entries = []
     for protocol in (Protocol("default", defenses=("none", "bdr"), **grid), Protocol("undefended", defenses=("none",), **grid)):
         found, skipped = build_entries(seeded_victim_results, records, protocol)

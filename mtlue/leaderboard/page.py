@@ -15,10 +15,10 @@ stays small; the page reads nothing else.
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Iterable, Mapping, Sequence
-from functools import lru_cache
+from functools import cache
+from html import escape
 from importlib import resources
 from typing import Any
 
@@ -49,10 +49,8 @@ FILTERS: dict[str, tuple[str, str]] = {
     "defense": ("Defense", "defenses"),
 }
 
-e = html.escape
 
-
-@lru_cache(maxsize=None)
+@cache
 def _asset(name: str) -> str:
     return resources.files("mtlue.leaderboard").joinpath(name).read_text(encoding="utf-8")
 
@@ -63,11 +61,11 @@ def render_html(boards: Sequence[Board]) -> str:
         "<!DOCTYPE html>",
         '<html lang="en"><head><meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
-        f"<title>{e(TITLE)}</title>",
+        f"<title>{escape(TITLE)}</title>",
         f"<style>{_asset('page.css')}</style>",
         "</head><body>",
-        f"<h1>{e(TITLE)}</h1>",
-        f"<p>{e(INTRODUCTION)}</p>",
+        f"<h1>{escape(TITLE)}</h1>",
+        f"<p>{escape(INTRODUCTION)}</p>",
         _filter_form(boards),
         '<noscript><p class="note">JavaScript is off: every table and detail is shown in full; sorting and filtering need it.</p></noscript>',
     ]
@@ -95,8 +93,8 @@ def _filter_form(boards: Sequence[Board]) -> str:
             for value in [found] if isinstance(found, str) else found:
                 if value not in values:
                     values.append(value)
-        options = '<option value="">all</option>' + "".join(f'<option value="{e(v)}">{e(v)}</option>' for v in sorted(values))
-        fields.append(f'<label>{e(label)} <select name="{e(name)}">{options}</select></label>')
+        options = '<option value="">all</option>' + "".join(f'<option value="{escape(v)}">{escape(v)}</option>' for v in sorted(values))
+        fields.append(f'<label>{escape(label)} <select name="{escape(name)}">{options}</select></label>')
     return (
         '<form id="filters" class="filters" hidden>' + "".join(fields)
         + '<p id="filter-status" class="note" aria-live="polite"></p></form>'
@@ -105,27 +103,27 @@ def _filter_form(boards: Sequence[Board]) -> str:
 
 def _section(board: Board) -> str:
     parts = [
-        f'<section class="board" id="board-{e(board.slug)}" data-axes="{e(json.dumps(_axes(board)))}">',
-        f"<h2>{e(board.dataset)}: protocol {e(board.protocol['name'])}</h2>",
+        f'<section class="board" id="board-{escape(board.slug)}" data-axes="{escape(json.dumps(_axes(board)))}">',
+        f"<h2>{escape(board.dataset)}: protocol {escape(board.protocol['name'])}</h2>",
     ]
     if board.rows():
-        parts.append(f"<p>{e(protocol_text(board))}. Score: {e(board.label)}.</p>")
+        parts.append(f"<p>{escape(protocol_text(board))}. Score: {escape(board.label)}.</p>")
         parts.append(_table(board))
         if cut_off_note(board):
-            parts.append(f'<p class="note">{e(cut_off_note(board))}</p>')
-        parts.append(f'<p class="note">{e(noise_text(board))}</p>')
+            parts.append(f'<p class="note">{escape(cut_off_note(board))}</p>')
+        parts.append(f'<p class="note">{escape(noise_text(board))}</p>')
         if reported_applies(board.dataset, board.protocol):
-            parts.append(f'<p class="note">Reported column: {e(SOURCE)}.</p>')
-        parts.append(f'<p class="note">Provenance: {e(provenance_text(board))}.</p>')
+            parts.append(f'<p class="note">Reported column: {escape(SOURCE)}.</p>')
+        parts.append(f'<p class="note">Provenance: {escape(provenance_text(board))}.</p>')
         parts.append('<div class="plots">' + "".join(
-            f'<a href="{e(name)}"><img src="{e(name)}" alt="{e(board.dataset)} {e(board.protocol["name"])}: {e(name.rsplit("--", 1)[1][:-4])}" loading="lazy"></a>'
+            f'<a href="{escape(name)}"><img src="{escape(name)}" alt="{escape(board.dataset)} {escape(board.protocol["name"])}: {escape(name.rsplit("--", 1)[1][:-4])}" loading="lazy"></a>'
             for name in board.plots
         ) + "</div>")
         parts.append("<h3>Per method</h3>")
         parts += [_detail(board, entry) for _, entry in board.rows()]
     if board.skipped:
         parts.append("<p>Not ranked (incomplete):</p><ul>")
-        parts += [f"<li>{e(item.method)}: {e(item.reason)}</li>" for item in board.skipped]
+        parts += [f"<li>{escape(item.method)}: {escape(item.reason)}</li>" for item in board.skipped]
         parts.append("</ul>")
     parts.append("</section>")
     return "\n".join(parts)
@@ -143,8 +141,8 @@ def _table(board: Board) -> str:
     columns = board_columns(board)
     head = []
     for column in columns:
-        defense = "" if column.defense is None else f' data-defense="{e(column.defense)}"'
-        head.append(f'<th scope="col" data-key="{e(column.key)}" data-numeric="{int(column.numeric)}"{defense}>{e(column.header)}</th>')
+        defense = "" if column.defense is None else f' data-defense="{escape(column.defense)}"'
+        head.append(f'<th scope="col" data-key="{escape(column.key)}" data-numeric="{int(column.numeric)}"{defense}>{escape(column.header)}</th>')
     head.append('<th scope="col" class="selected-col" data-key="selected" data-numeric="1" hidden>Selected settings</th>')
     rows = []
     for order, (rank, entry) in enumerate(board.rows()):
@@ -152,14 +150,14 @@ def _table(board: Board) -> str:
         settings = [[s["backbone"], s["weighting"], s["defense"], s["score"]] for s in entry["per_setting"]]
         cells = []
         for column in columns:
-            defense = "" if column.defense is None else f' data-defense="{e(column.defense)}"'
-            text = e(column.text(rank, entry))
+            defense = "" if column.defense is None else f' data-defense="{escape(column.defense)}"'
+            text = escape(column.text(rank, entry))
             if column.key == "method":
-                text = f'<a href="#{e(_detail_id(board, entry))}">{text}</a>'
-            cells.append(f'<td data-sort="{e(_sort_value(column.sort(rank, entry)))}"{defense}>{text}</td>')
+                text = f'<a href="#{escape(_detail_id(board, entry))}">{text}</a>'
+            cells.append(f'<td data-sort="{escape(_sort_value(column.sort(rank, entry)))}"{defense}>{text}</td>')
         cells.append('<td class="selected-col" data-sort="" hidden></td>')
         rows.append(
-            f'<tr{css} data-order="{order}" data-method="{e(entry["method"])}" data-settings="{e(json.dumps(settings))}">'
+            f'<tr{css} data-order="{order}" data-method="{escape(entry["method"])}" data-settings="{escape(json.dumps(settings))}">'
             + "".join(cells) + "</tr>"
         )
     return (
@@ -169,8 +167,8 @@ def _table(board: Board) -> str:
 
 
 def _small_table(header: Iterable[str], rows: Iterable[Iterable[str]]) -> str:
-    head = "".join(f'<th scope="col">{e(cell)}</th>' for cell in header)
-    body = "".join("<tr>" + "".join(f"<td>{e(cell)}</td>" for cell in row) + "</tr>" for row in rows)
+    head = "".join(f'<th scope="col">{escape(cell)}</th>' for cell in header)
+    body = "".join("<tr>" + "".join(f"<td>{escape(cell)}</td>" for cell in row) + "</tr>" for row in rows)
     return f'<div class="scroll"><table class="small"><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table></div>'
 
 
@@ -178,9 +176,11 @@ def _detail(board: Board, entry: Mapping[str, Any]) -> str:
     method = entry["method"]
     title = f"{method} (reference)" if method == CLEAN else method
     parts = [
-        f'<details class="detail" id="{e(_detail_id(board, entry))}"><summary>{e(title)}: '
-        f"{e(estimate_text(entry['score'], entry['score_std']))} at {e(entry['best_defense'])}</summary>",
-        f'<p><a href="{e(entry_file(entry))}">Entry JSON</a> ({e(entry["format"])})</p>',
+        (
+            f'<details class="detail" id="{escape(_detail_id(board, entry))}"><summary>{escape(title)}: '
+            f"{escape(estimate_text(entry['score'], entry['score_std']))} at {escape(entry['best_defense'])}</summary>"
+        ),
+        f'<p><a href="{escape(entry_file(entry))}">Entry JSON</a> ({escape(entry["format"])})</p>',
         "<h4>Undefended vs best defense</h4>",
         _small_table(
             ["Undefended (none)", "Best defense", "Score there", "Clean"],
@@ -234,7 +234,7 @@ def _matrix(board: Board, entry: Mapping[str, Any]) -> str:
 
 
 def _definitions(items: Iterable[tuple[str, str]]) -> str:
-    return "<dl>" + "".join(f"<dt>{e(name)}</dt><dd>{e(value)}</dd>" for name, value in items) + "</dl>"
+    return "<dl>" + "".join(f"<dt>{escape(name)}</dt><dd>{escape(value)}</dd>" for name, value in items) + "</dl>"
 
 
 def _converged_text(entry: Mapping[str, Any]) -> str:
@@ -299,6 +299,6 @@ def _reported(board: Board, entry: Mapping[str, Any]) -> str:
     if reported is None:
         return "<p class=\"note\">The paper reports no number for this method in this setting.</p>"
     return (
-        f'<p class="reported"><strong>{reported:.2f}</strong>: undefended score {e(REPORTED_LABEL)} '
-        f"(measured here: {e(estimate_text(entry['undefended_score'], entry['undefended_std']))}). {e(SOURCE)}.</p>"
+        f'<p class="reported"><strong>{reported:.2f}</strong>: undefended score {escape(REPORTED_LABEL)} '
+        f"(measured here: {escape(estimate_text(entry['undefended_score'], entry['undefended_std']))}). {escape(SOURCE)}.</p>"
     )
