@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import json
 import shutil
+from html.parser import HTMLParser
 
 import numpy as np
 import pytest
@@ -29,6 +30,46 @@ from mtlue.leaderboard.reported import REPORTED_LABEL, reported_applies
 from mtlue.report import ReportError, Selection, collect_victims, victim_frame
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+class _RankingRows(HTMLParser):
+    """The text of every cell of the page's ranking tables, row by row (header rows left out)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.rows: list[list[str]] = []
+        self._in_ranking = self._in_body = False
+        self._cell: list[str] | None = None
+
+    def handle_starttag(self, tag, attrs):
+        attributes = dict(attrs)
+        if tag == "table":
+            self._in_ranking = attributes.get("class") == "ranking"
+        elif tag == "tbody" and self._in_ranking:
+            self._in_body = True
+        elif tag == "tr" and self._in_body:
+            self.rows.append([])
+        elif tag == "td" and self._in_body and "hidden" not in attributes:
+            self._cell = []
+
+    def handle_endtag(self, tag):
+        if tag == "td" and self._cell is not None:
+            self.rows[-1].append("".join(self._cell))
+            self._cell = None
+        elif tag == "tbody":
+            self._in_body = False
+        elif tag == "table":
+            self._in_ranking = False
+
+    def handle_data(self, data):
+        if self._cell is not None:
+            self._cell.append(data)
+
+
+def ranking_rows(page: str) -> list[list[str]]:
+    parser = _RankingRows()
+    parser.feed(page)
+    return parser.rows
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +102,49 @@ def test_entries_score_the_attackers_best_defense(measured, tiny_victim_results)
         assert entry["provenance"]["git_commit"] == git_commit()
 
 
+def test_entries_carry_per_task_scores_the_setting_matrix_and_the_poison_card(measured, tiny_victim_results):
+    records, protocol, entries, _ = measured
+    frame = victim_frame(records)
+    tasks = records[0].tasks
+    for method, entry in entries.items():
+        rows = frame[frame["method"] == method]
+        for defense in protocol.defenses:
+            victims = rows[rows["defense"] == defense]
+            for task in tasks:
+                column = victims[f"metrics/{task.name}/{task.headline_metric}"]
+                per_seed = [column[victims["seed"] == seed].mean() for seed in protocol.seeds]
+                cell = entry["per_defense"][defense]["per_task"][task.name]
+                assert cell["metric"] == task.headline_metric
+                assert cell["score"] == pytest.approx(np.mean(per_seed)) and cell["score_std"] == pytest.approx(np.std(per_seed, ddof=1))
+        assert [(s["backbone"], s["weighting"], s["defense"]) for s in entry["per_setting"]] == [("test_resnet", "ew", "none"), ("test_resnet", "ew", "bdr")]
+        for setting in entry["per_setting"]:
+            assert setting["score"] == pytest.approx(entry["per_defense"][setting["defense"]]["score"])  # one backbone x weighting
+        card = json.loads((tiny_victim_results / "shapes" / "poisons" / method / "card.json").read_text())
+        poison = entry["poison"]
+        assert (poison["epsilon"], poison["norm"], poison["ratio"], poison["seed"]) == (card["epsilon"], card["norm"], card["ratio"], card["seed"])
+        assert poison["hyperparameters"] == card["hyperparameters"] and poison["submission"] is None
+        assert poison["generation_seconds"] is None  # closed form: no recorded steps to time
+
+
+def test_generation_time_is_the_sum_of_the_recorded_steps_or_unknown(tiny_victim_results):
+    from mtlue.leaderboard.entries import poison_summary
+    from mtlue.poisons import Convergence
+    from mtlue.poisons.card import PoisonCard
+
+    card = json.loads((tiny_victim_results / "shapes" / "poisons" / "lsp" / "card.json").read_text())
+
+    def summary(history):
+        card["convergence"] = Convergence(
+            rule="error <= 0.01", converged=True, stopped_by="stop_rule", unit="round", steps=len(history), cap=5,
+            cap_hyperparameter="max_rounds", final={"train_error": 0.0}, target={"train_error": 0.01}, history=tuple(history),
+        ).to_json()
+        return poison_summary(PoisonCard.from_json(card, tiny_victim_results / "card.json"))
+
+    timed = [{"round": 1, "seconds": 1.5}, {"round": 2, "seconds": 2.0}, {"round": 3, "seconds": 0.5}]
+    assert summary(timed)["generation_seconds"] == pytest.approx(4.0)
+    assert summary([*timed[:2], {"round": 3}])["generation_seconds"] is None  # a step without its time: unknown, not less
+
+
 def test_measured_entries_validate(measured):
     for entry in measured[2].values():
         validate_entry(entry)
@@ -83,8 +167,13 @@ def test_measured_entries_validate(measured):
         (lambda e: e.update(score=e["score"] - 1.0), "is not the best per-defense score"),
         (lambda e: e.update(best_defense="cutout"), "best_defense 'cutout' did not achieve"),
         (lambda e: e["per_defense"].pop("bdr"), "per_defense has \\['none'\\], the protocol's defenses are"),
-        (lambda e: e.update(format="mtlue-leaderboard-entry/1"), "format: 'mtlue-leaderboard-entry/3' was expected"),
-        (lambda e: e.update(format="mtlue-leaderboard-entry/2"), "format: 'mtlue-leaderboard-entry/3' was expected"),
+        (lambda e: e.update(format="mtlue-leaderboard-entry/1"), "format: 'mtlue-leaderboard-entry/4' was expected"),
+        (lambda e: e.update(format="mtlue-leaderboard-entry/3"), "format: 'mtlue-leaderboard-entry/4' was expected"),
+        (lambda e: e.pop("per_setting"), "'per_setting' is a required property"),
+        (lambda e: e["per_setting"].pop(), "per_setting covers 1 of the grid's 2"),
+        (lambda e: e["per_setting"][0].update(score=e["per_setting"][0]["score"] + 5), "per_setting's mean under none is"),
+        (lambda e: e["per_defense"]["none"]["per_task"].popitem(), "per_defense.none.per_task has tasks"),
+        (lambda e: e["poison"].update(generation_seconds=-1.0), "poison: .* is not valid under any of the given schemas"),
         (lambda e: e.pop("score_std"), "'score_std' is a required property"),
         (lambda e: e.update(score_std=-1.0), "score_std: -1.0 is less than the minimum of 0"),
         (lambda e: e.update(score_std=e["score_std"] + 1.0), "score_std .* is not the best defense's score_std"),
@@ -112,6 +201,8 @@ def _ranked_copy(entry, method, per_defense, std=0.1):
     changed["method"] = method
     for defense, score in per_defense.items():
         changed["per_defense"][defense].update(score=score, score_std=std)
+    for setting in changed["per_setting"]:
+        setting.update(score=per_defense[setting["defense"]], score_std=std)
     best = max(changed["protocol"]["defenses"], key=lambda d: (per_defense[d], -changed["protocol"]["defenses"].index(d)))
     changed.update(
         score=per_defense[best], score_std=std, best_defense=best, undefended_score=per_defense["none"], undefended_std=std,
@@ -182,11 +273,18 @@ def test_markdown_rows_in_rank_order_and_html_escapes(measured):
     assert [row.split(" | ")[1] for row in rows] == ["clean (reference)", "a-method", "b-method"]
     assert rows[0].startswith("| ref |") and rows[1].startswith("| 1 |") and rows[2].startswith("| 2 |")
     assert "- ghost: <script>" in markdown
-    images = {name: PNG_SIGNATURE for board in boards for name in board.plots}
-    page = render_html(boards, images)
-    assert "<script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
+    page = render_html(boards)
+    # The page's own script is the only one; the entry's text is escaped.
+    assert page.count("<script>") == 1 and "alert(1)</script>" not in page and "&lt;script&gt;alert(1)&lt;/script&gt;" in page
     assert "mean &lt;b&gt;accuracy&lt;/b&gt; &amp; co" in page and "<b>accuracy</b>" not in page
-    assert page.count("data:image/png;base64,") == 2
+    assert all(f'<img src="{name}"' in page for name in boards[0].plots) and "data:image" not in page
+
+
+def test_entries_of_different_grids_under_one_protocol_name_are_never_ranked_together(measured):
+    entries = [copy.deepcopy(entry) for entry in measured[2].values()]
+    entries[-1]["protocol"]["seeds"] = [0, 1, 2]
+    with pytest.raises(LeaderboardError, match="measured on 2 different grids under one protocol name .* its own --protocol name"):
+        rank_entries(entries)
 
 
 def test_reported_numbers_only_for_their_dataset_and_protocol():
@@ -275,7 +373,7 @@ def test_a_poison_cut_off_by_its_cap_is_marked_on_the_leaderboard(cut_off_result
     out = tmp_path / "leaderboard"
     assert main(["leaderboard", "--results", str(cut_off_results), "--out", str(out)]) == 0
     entry = json.loads((out / "entries" / "shapes--default--lsp.json").read_text())
-    assert entry["format"] == "mtlue-leaderboard-entry/3"
+    assert entry["format"] == "mtlue-leaderboard-entry/4"
     assert entry["convergence"] == {
         "rule": "surrogate training error <= 0.01", "converged": False, "stopped_by": "cap", "unit": "round", "steps": 3,
         "cap": 3, "cap_hyperparameter": "max_rounds", "final": {"train_error": 0.4}, "target": {"train_error": 0.01},
@@ -287,7 +385,7 @@ def test_a_poison_cut_off_by_its_cap_is_marked_on_the_leaderboard(cut_off_result
     assert "| 1 | lsp † |" in markdown and "| ref | clean (reference) |" in markdown
     assert note in markdown and "lsp: max_rounds = 3 reached after 3 round(s)" in markdown
     page = (out / "index.html").read_text()
-    assert "<td>lsp †</td>" in page and note in page
+    assert [row[1] for row in ranking_rows(page)] == ["clean (reference)", "lsp †"] and note in page
     assert note not in render_markdown(group_boards(list(measured[2].values())))
 
 
@@ -365,7 +463,7 @@ def test_leaderboard_shows_ties_as_shared_ranks(seeded_victim_results, tmp_path)
     assert rows[6][7] == "none"
     assert "Mean ± std over 3 seeds" in markdown and "lower by more than 2 x the larger of the two stds" in markdown
     page = (out / "index.html").read_text()
-    assert "<td>=1</td><td>strong</td>" in page
+    assert ["=1", "strong"] in [row[:2] for row in ranking_rows(page)]
 
 
 def test_one_seed_leaderboard_ranks_nothing(seeded_victim_results, tmp_path):
@@ -398,7 +496,7 @@ def test_a_cut_off_poison_is_marked_beside_its_shared_rank(seeded_cut_off_result
         validate_entry(entry, str(path))
         entries[entry["method"]] = entry
     close = entries["close"]
-    assert close["format"] == "mtlue-leaderboard-entry/3"
+    assert close["format"] == "mtlue-leaderboard-entry/4"
     assert (close["convergence"]["converged"], close["convergence"]["stopped_by"]) == (False, "cap")
     assert (close["score"], close["score_std"], close["n_seeds"], close["rank"]) == (71.5, 1.0, 3, 1)
     assert close["ties_with"] == ["flip", "middle", "strong", "twin"]
@@ -416,4 +514,5 @@ def test_a_cut_off_poison_is_marked_beside_its_shared_rank(seeded_cut_off_result
     assert "† Poison generation cut off by its cap" in markdown and "close: max_rounds = 3 reached after 3 round(s)" in markdown
     assert "Mean ± std over 3 seeds" in markdown
     page = (out / "index.html").read_text()
-    assert "<td>=1</td><td>close †</td><td>71.50 ± 1.00</td>" in page and "† Poison generation cut off by its cap" in page
+    assert ["=1", "close †", "71.50 ± 1.00"] in [row[:3] for row in ranking_rows(page)]
+    assert "† Poison generation cut off by its cap" in page

@@ -7,7 +7,8 @@
 - :mod:`mtlue.leaderboard.ranking` - tie-aware ranks (lower score = better protection), clean as reference
 - :mod:`mtlue.leaderboard.provenance` - git commit, poison hash
 - :mod:`mtlue.leaderboard.reported` - the paper's reported numbers, shown apart
-- :mod:`mtlue.leaderboard.render` - Markdown, HTML and plots
+- :mod:`mtlue.leaderboard.render` - the tables' columns, Markdown and plots
+- :mod:`mtlue.leaderboard.page` - the HTML page (sortable, filterable, a detail view per method)
 - :mod:`mtlue.leaderboard.build` - the whole leaderboard folder (``mtlue leaderboard``)
 """
 
@@ -16,7 +17,8 @@ from .entries import build_entries
 from .measure import DefenseCell, Measurement, MethodScores, Skipped, measure
 from .protocol import DEFAULT_PROTOCOL, Protocol, resolve_protocol
 from .ranking import entry_ranks, rank_entries
-from .render import Board, group_boards, render_html, render_markdown
+from .page import render_html
+from .render import Board, group_boards, render_markdown
 from .schema import ENTRY_FORMAT, LeaderboardError, entry_schema, validate_entry
 
 __all__ = [

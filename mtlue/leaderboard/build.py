@@ -6,7 +6,8 @@
     DIR/plots/{dataset}--{protocol}--scores.png         score per method, clean as a line
     DIR/plots/{dataset}--{protocol}--defenses.png       method x defense heat map
     DIR/leaderboard.md                                  the ranked tables, linking the plots
-    DIR/index.html                                      the same page, self-contained
+    DIR/index.html                                      the page: sortable, filterable, a detail view per
+                                                        method; links the plots and entries (mtlue.leaderboard.page)
 
 Every entry and figure is built before anything is written; each file is replaced atomically,
 and entries or plots of an earlier run that this run did not produce are removed afterwards, so
@@ -25,7 +26,8 @@ from mtlue.report.selection import Selection
 
 from .entries import Skipped, build_entries
 from .protocol import DEFAULT_PROTOCOL, resolve_protocol
-from .render import Board, board_figures, group_boards, render_html, render_markdown
+from .page import render_html
+from .render import Board, board_figures, entry_file, group_boards, render_markdown
 
 __all__ = ["Leaderboard", "build_leaderboard"]
 
@@ -37,10 +39,6 @@ class Leaderboard:
     boards: list[Board]
     figures: dict[str, Any] = field(default_factory=dict)
 
-    @staticmethod
-    def entry_name(entry: dict[str, Any]) -> str:
-        return f"entries/{entry['dataset']['name']}--{entry['protocol']['name']}--{entry['method']}.json"
-
     def write(self, out: str | Path) -> list[Path]:
         from mtlue.data.preview import save_figure_png
         from mtlue.io import atomic_write, atomic_write_json
@@ -48,14 +46,12 @@ class Leaderboard:
         out = Path(out)
         written = []
         for entry in self.entries:
-            atomic_write_json(out / self.entry_name(entry), entry)
-            written.append(out / self.entry_name(entry))
-        images = {}
+            atomic_write_json(out / entry_file(entry), entry)
+            written.append(out / entry_file(entry))
         for name, figure in self.figures.items():
             written.append(save_figure_png(figure, out / name))
-            images[name] = (out / name).read_bytes()
         self.figures.clear()
-        for name, text in (("leaderboard.md", render_markdown(self.boards)), ("index.html", render_html(self.boards, images))):
+        for name, text in (("leaderboard.md", render_markdown(self.boards)), ("index.html", render_html(self.boards))):
             with atomic_write(out / name) as handle:
                 handle.write(text)
             written.append(out / name)

@@ -19,6 +19,16 @@ tie rule of :mod:`mtlue.report.ties` applied to the scores at the best defense: 
 number of methods better beyond twice the larger std, ``ties_with`` the methods within it. The
 clean reference is not ranked (null, no ties), and with one seed nothing is: every rank is null.
 
+**Detail.** Each per-defense cell also holds every task's headline metric (mean ± std over
+seeds), and ``per_setting`` the score of every (backbone, weighting, defense) of the grid: the
+attack x defense matrix the page shows per method (:mod:`mtlue.leaderboard.measure`).
+
+**Poison.** What the poison's card says about how it was made (:func:`poison_summary`): budget,
+norm, ratio, generation seed, hyperparameters, the surrogates' hashes, the submitted file's
+record, and the generation time (the sum of the seconds its recorded steps took; null for a
+method that records no per-step time, such as a closed-form one, and for a submission). Null
+when the victims trained on the unmodified split without a store.
+
 **Convergence.** How the poison's generation ended, from its card without the per-step history
 (:mod:`mtlue.poisons.convergence`): a method whose run a cap cut short (``converged`` false) is
 marked on the rendered leaderboard. Null when there is no record: victims trained on the
@@ -39,13 +49,38 @@ from mtlue.report.collect import VictimRecord
 from mtlue.report.poisons import poison_card
 from mtlue.report.scores import headline_label, headline_name
 
+from mtlue.poisons.card import PoisonCard
+
 from .measure import Skipped, measure
 from .protocol import Protocol
 from .provenance import git_commit
 from .ranking import entry_ranks
 from .schema import ENTRY_FORMAT, validate_entry
 
-__all__ = ["Skipped", "build_entries"]
+__all__ = ["Skipped", "build_entries", "poison_summary"]
+
+
+def poison_summary(card: PoisonCard | None) -> dict[str, Any] | None:
+    """The entry's ``poison`` block from the store's card (module docstring); None without a card."""
+    if card is None:
+        return None
+    history = () if card.convergence is None else card.convergence.history
+    seconds = [record["seconds"] for record in history if isinstance(record.get("seconds"), (int, float))]
+    return {
+        "epsilon": card.epsilon,
+        "norm": card.norm,
+        "ratio": card.ratio,
+        "seed": card.seed,
+        "max_abs_delta": card.max_abs_delta,
+        "hyperparameters": dict(card.hyperparameters),
+        "generation_seconds": float(sum(seconds)) if history and len(seconds) == len(history) else None,
+        "surrogate_sha256": [surrogate.sha256 for surrogate in card.surrogates],
+        "submission": None if card.submission is None else {
+            "file": card.submission.file, "sha256": card.submission.sha256, "bytes": card.submission.bytes,
+            "layout": card.submission.layout,
+        },
+        "created": card.created,
+    }
 
 
 def build_entries(
@@ -94,6 +129,8 @@ def build_entries(
             "clean_std": clean.best.score.std,
             "delta_m": scores.best.delta_m,
             "per_defense": {defense: cell.to_json() for defense, cell in scores.per_defense.items()},
+            "per_setting": [cell.to_json() for cell in scores.per_setting],
+            "poison": poison_summary(card),
             "convergence": convergence,
             "provenance": {
                 "git_commit": commit,

@@ -10,7 +10,11 @@ seeds: mean ± sample std and ``n_seeds``. The std is thus seed noise of the ver
 leaderboard reports; the spread between backbones or weightings is a property of the victims,
 not noise, and does not enter it. On a complete grid the mean equals the mean over every victim
 of the cell. Beside it: the mean delta-m over the same victims (None when a victim has no clean
-reference) and the number of victims.
+reference), the number of victims, and per task its headline metric under the same rule (mean
+over backbones x weightings per seed, then mean ± std over seeds).
+
+**Per setting.** The same estimate for each (backbone, weighting, defense) of the grid alone, so
+the page can show the attack x defense matrix per backbone and weighting without recomputing it.
 
 **Best defense.** The attacker picks the defense with the highest *mean* score
 (:func:`mtlue.report.scores.attacker_best`; ties go to the defense listed first, ``none``
@@ -36,7 +40,7 @@ from mtlue.report.ties import Estimate
 
 from .protocol import Protocol
 
-__all__ = ["DefenseCell", "Measurement", "MethodScores", "Skipped", "measure"]
+__all__ = ["DefenseCell", "Measurement", "MethodScores", "SettingCell", "Skipped", "measure"]
 
 
 @dataclass(frozen=True)
@@ -56,11 +60,33 @@ class DefenseCell:
     score: Estimate
     delta_m: float | None
     victims: int
+    #: task -> (its headline metric, the estimate of that metric over seeds)
+    per_task: dict[str, tuple[str, Estimate]]
 
     def to_json(self) -> dict[str, Any]:
         return {
             "score": self.score.mean, "score_std": self.score.std, "n_seeds": self.score.n_seeds,
             "delta_m": self.delta_m, "victims": self.victims,
+            "per_task": {
+                task: {"metric": metric, "score": estimate.mean, "score_std": estimate.std}
+                for task, (metric, estimate) in self.per_task.items()
+            },
+        }
+
+
+@dataclass(frozen=True)
+class SettingCell:
+    """One method under one (backbone, weighting, defense) of the grid: its score over seeds."""
+
+    backbone: str
+    weighting: str
+    defense: str
+    score: Estimate
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "backbone": self.backbone, "weighting": self.weighting, "defense": self.defense,
+            "score": self.score.mean, "score_std": self.score.std,
         }
 
 
@@ -71,6 +97,7 @@ class MethodScores:
     method: str
     per_defense: dict[str, DefenseCell]
     best_defense: str
+    per_setting: tuple[SettingCell, ...]
 
     @property
     def best(self) -> DefenseCell:
@@ -133,9 +160,9 @@ def measure(records: Sequence[VictimRecord], protocol: Protocol, methods: Sequen
         return Measurement(dataset, tasks, protocol, {}, skipped)
     measured = {}
     for method, rows in complete.items():
-        per_defense = {defense: _cell(rows[rows["defense"] == defense], protocol) for defense in protocol.defenses}
+        per_defense = {defense: _cell(rows[rows["defense"] == defense], protocol, tasks) for defense in protocol.defenses}
         best = attacker_best({defense: cell.score.mean for defense, cell in per_defense.items()}, protocol.defenses)
-        measured[method] = MethodScores(method, per_defense, best)
+        measured[method] = MethodScores(method, per_defense, best, _settings(rows, protocol))
     return Measurement(dataset, tasks, protocol, measured, skipped)
 
 
@@ -146,12 +173,30 @@ def _reference(record: VictimRecord, protocol: Protocol) -> bool:
     )
 
 
-def _cell(group: Any, protocol: Protocol) -> DefenseCell:
+def _over_seeds(group: Any, column: str, seeds: Sequence[int]) -> Estimate:
+    """Per seed the mean of ``column`` over the group's victims of that seed, then mean ± std over seeds."""
+    return Estimate.of(float(group[group["seed"] == seed][column].mean()) for seed in seeds)
+
+
+def _cell(group: Any, protocol: Protocol, tasks: Sequence[Task]) -> DefenseCell:
     """The cell of one method under one defense: ``group`` holds its victims on the whole grid."""
-    per_seed = [float(group[group["seed"] == seed]["score"].mean()) for seed in protocol.seeds]
     deltas = group["delta_m"].to_numpy(dtype=float)
     return DefenseCell(
-        score=Estimate.of(per_seed),
+        score=_over_seeds(group, "score", protocol.seeds),
         delta_m=float(np.mean(deltas)) if np.isfinite(deltas).all() else None,
         victims=int(len(group)),
+        per_task={
+            task.name: (task.headline_metric, _over_seeds(group, f"metrics/{task.name}/{task.headline_metric}", protocol.seeds))
+            for task in tasks
+        },
+    )
+
+
+def _settings(rows: Any, protocol: Protocol) -> tuple[SettingCell, ...]:
+    """Every (backbone, weighting, defense) of the grid with the method's score over seeds there."""
+    return tuple(
+        SettingCell(backbone, weighting, defense, _over_seeds(
+            rows[(rows["backbone"] == backbone) & (rows["weighting"] == weighting) & (rows["defense"] == defense)], "score", protocol.seeds
+        ))
+        for backbone in protocol.backbones for weighting in protocol.weightings for defense in protocol.defenses
     )

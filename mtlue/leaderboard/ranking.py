@@ -15,6 +15,7 @@ dictionary order. Within a tie the order is only a listing, not a claim.
 
 from __future__ import annotations
 
+import json
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -72,6 +73,12 @@ def _check_group(entries: Sequence[dict[str, Any]]) -> None:
     groups = {(entry["dataset"]["name"], entry["protocol"]["name"]) for entry in entries}
     if len(groups) > 1:
         raise LeaderboardError(f"entries are ranked one (dataset, protocol) at a time, got {sorted(groups)}")
+    grids = {json.dumps(entry["protocol"], sort_keys=True) for entry in entries}
+    if len(grids) > 1:
+        raise LeaderboardError(
+            f"the entries of {_group(entries)} were measured on {len(grids)} different grids under one protocol name "
+            f"({', '.join(sorted(grids))}); one ranking never mixes protocols: give each grid its own --protocol name"
+        )
     methods = [entry["method"] for entry in entries]
     duplicates = sorted({method for method in methods if methods.count(method) > 1})
     if duplicates:

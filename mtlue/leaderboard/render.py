@@ -1,4 +1,4 @@
-"""The rendered leaderboard: Markdown, one self-contained HTML page, and the plots.
+"""The rendered leaderboard: the tables' columns, the Markdown page and the plots (the HTML page: :mod:`.page`).
 
 One board per (dataset, protocol): the clean reference row, then the ranked methods
 (:mod:`mtlue.leaderboard.ranking`: tied methods share a rank, shown as ``=2``, and list each
@@ -7,16 +7,13 @@ seeds, the per-defense scores, the methods skipped for missing victims, and two 
 per method with the clean score as a line, and the method x defense heat map). A method whose
 poison's generation a cap cut off before its stop rule held (entry ``convergence.converged``
 false) is marked † after its name and a note under the table names the cap; the mark is only
-displayed, ranks and "Ties with" use the plain method names. The HTML page escapes every text
-it shows and embeds the plots as data URIs, so it can be opened or mailed as one file.
+displayed, ranks and "Ties with" use the plain method names.
 """
 
 from __future__ import annotations
 
-import base64
-import html
 import math
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,7 +26,10 @@ from .entries import Skipped
 from .ranking import rank_entries
 from .reported import REPORTED_LABEL, SOURCE, reported_applies, reported_score
 
-__all__ = ["Board", "board_figures", "group_boards", "render_html", "render_markdown"]
+__all__ = [
+    "Board", "Column", "board_columns", "board_figures", "cut_off_note", "entry_file", "estimate_text", "group_boards", "noise_text",
+    "protocol_text", "provenance_text", "render_markdown",
+]
 
 TITLE = "Unlearnable examples against multi-task learning: leaderboard"
 INTRODUCTION = (
@@ -89,12 +89,67 @@ def group_boards(entries: Sequence[dict[str, Any]], skipped: Sequence[Skipped] =
     return boards
 
 
-def _header(board: Board) -> list[str]:
-    header = ["Rank", "Method", "Score (attacker's best defense)", "Best defense", "Undefended", "Clean", "Δm (%)", "Ties with"]
-    header += [f"{defense} ± std" for defense in board.defenses]
+@dataclass(frozen=True)
+class Column:
+    """One column of a board's table: its header, a row's text, and the value the page sorts by.
+
+    ``sort`` gives a number (None sorts last) for numeric columns and a string for text ones;
+    ``defense`` names the defense of a per-defense column, so the page can hide it by filter.
+    """
+
+    key: str
+    header: str
+    text: Callable[[str, Mapping[str, Any]], str]
+    sort: Callable[[str, Mapping[str, Any]], float | str | None]
+    numeric: bool = True
+    defense: str | None = None
+
+
+def board_columns(board: Board) -> list[Column]:
+    """The columns of ``board``'s table, shared by the Markdown and the HTML page."""
+    columns = [
+        Column("rank", "Rank", lambda rank, entry: rank, lambda rank, entry: entry["rank"]),
+        Column("method", "Method", lambda rank, entry: _method_label(entry), lambda rank, entry: entry["method"], numeric=False),
+        Column(
+            "score", "Score (attacker's best defense)", lambda rank, entry: estimate_text(entry["score"], entry["score_std"]),
+            lambda rank, entry: entry["score"],
+        ),
+        Column("best_defense", "Best defense", lambda rank, entry: entry["best_defense"], lambda rank, entry: entry["best_defense"], numeric=False),
+        Column(
+            "undefended", "Undefended", lambda rank, entry: estimate_text(entry["undefended_score"], entry["undefended_std"]),
+            lambda rank, entry: entry["undefended_score"],
+        ),
+        Column("clean", "Clean", lambda rank, entry: estimate_text(entry["clean_score"], entry["clean_std"]), lambda rank, entry: entry["clean_score"]),
+        Column("delta_m", "Δm (%)", lambda rank, entry: format_number(entry["delta_m"]), lambda rank, entry: entry["delta_m"]),
+        Column("ties", "Ties with", lambda rank, entry: _ties(board, entry), lambda rank, entry: _ties(board, entry), numeric=False),
+    ]
+    columns += [_defense_column(defense) for defense in board.defenses]
     if reported_applies(board.dataset, board.protocol):
-        header.append(f"Undefended, {REPORTED_LABEL}")
-    return header
+        columns.append(Column("reported", f"Undefended, {REPORTED_LABEL}", lambda rank, entry: _reported_text(entry), lambda rank, entry: reported_score(entry)))
+    return columns
+
+
+def _defense_column(defense: str) -> Column:
+    def text(rank: str, entry: Mapping[str, Any]) -> str:
+        cell = entry["per_defense"][defense]
+        return estimate_text(cell["score"], cell["score_std"])
+
+    return Column(f"defense:{defense}", f"{defense} ± std", text, lambda rank, entry: entry["per_defense"][defense]["score"], defense=defense)
+
+
+def _reported_text(entry: Mapping[str, Any]) -> str:
+    reported = reported_score(entry)
+    return "" if reported is None else format_number(reported)
+
+
+def _method_label(entry: Mapping[str, Any]) -> str:
+    method = f"{entry['method']} (reference)" if entry["method"] == CLEAN else entry["method"]
+    return f"{method} {CUT_OFF_MARK}" if _cut_off(entry) else method
+
+
+def entry_file(entry: Mapping[str, Any]) -> str:
+    """Where an entry is written, relative to the leaderboard folder (and linked from the page)."""
+    return f"entries/{entry['dataset']['name']}--{entry['protocol']['name']}--{entry['method']}.json"
 
 
 def _cut_off(entry: Mapping[str, Any]) -> bool:
@@ -102,7 +157,7 @@ def _cut_off(entry: Mapping[str, Any]) -> bool:
     return convergence is not None and convergence["converged"] is False
 
 
-def _cut_off_note(board: Board) -> str:
+def cut_off_note(board: Board) -> str:
     """The note under a board's table explaining its † marks; empty when nothing is marked."""
     marked = [entry for _, entry in board.rows() if _cut_off(entry)]
     if not marked:
@@ -118,25 +173,7 @@ def _cut_off_note(board: Board) -> str:
     )
 
 
-def _cells(board: Board, rank: str, entry: Mapping[str, Any]) -> list[str]:
-    method = f"{entry['method']} (reference)" if entry["method"] == CLEAN else entry["method"]
-    if _cut_off(entry):
-        method = f"{method} {CUT_OFF_MARK}"
-    cells = [
-        rank, method, _estimate(entry["score"], entry["score_std"]), entry["best_defense"],
-        _estimate(entry["undefended_score"], entry["undefended_std"]), _estimate(entry["clean_score"], entry["clean_std"]),
-        format_number(entry["delta_m"]), _ties(board, entry),
-    ]
-    for defense in board.defenses:
-        cell = entry["per_defense"][defense]
-        cells.append(_estimate(cell["score"], cell["score_std"]))
-    if reported_applies(board.dataset, board.protocol):
-        reported = reported_score(entry)
-        cells.append("" if reported is None else format_number(reported))
-    return cells
-
-
-def _estimate(mean: float | None, std: float | None) -> str:
+def estimate_text(mean: float | None, std: float | None) -> str:
     """"mean ± std", the mean alone with one seed, "n/a" without a mean."""
     return "n/a" if mean is None else mean_std(mean, math.nan if std is None else std)
 
@@ -148,14 +185,14 @@ def _ties(board: Board, entry: Mapping[str, Any]) -> str:
     return ties_label(entry["method"], ranks)
 
 
-def _noise_text(board: Board) -> str:
+def noise_text(board: Board) -> str:
     """How to read the ± and the ranks of ``board``."""
     if board.n_seeds < 2:
         return f"One seed: the mean over backbones x weightings; {STD_CONVENTION}. Not ranked: {NOT_RANKED}."
     return f"Mean ± std over {board.n_seeds} seeds of the mean over backbones x weightings; {STD_CONVENTION}. Ranks: {RANK_RULE}."
 
 
-def _protocol_text(board: Board) -> str:
+def protocol_text(board: Board) -> str:
     p = board.protocol
     return (
         f"{p['mode']} victims; backbones {', '.join(p['backbones'])}; weightings {', '.join(p['weightings'])}; "
@@ -163,7 +200,7 @@ def _protocol_text(board: Board) -> str:
     )
 
 
-def _provenance_text(board: Board) -> str:
+def provenance_text(board: Board) -> str:
     entries = [entry for _, entry in board.rows()]
     commits = sorted({e["provenance"]["git_commit"] for e in entries})
     configs = sorted({e["provenance"]["config_sha256"] or "not given" for e in entries})
@@ -178,14 +215,15 @@ def render_markdown(boards: Sequence[Board]) -> str:
     for board in boards:
         lines += [f"## {board.dataset}: protocol {board.protocol['name']}", ""]
         if board.rows():
-            lines += [f"{_protocol_text(board)}. Score: {board.label}.", ""]
-            lines.append(markdown_table(_header(board), [_cells(board, rank, entry) for rank, entry in board.rows()]))
-            if _cut_off_note(board):
-                lines += [_cut_off_note(board), ""]
-            lines += [_noise_text(board), ""]
+            lines += [f"{protocol_text(board)}. Score: {board.label}.", ""]
+            columns = board_columns(board)
+            lines.append(markdown_table([c.header for c in columns], [[c.text(rank, entry) for c in columns] for rank, entry in board.rows()]))
+            if cut_off_note(board):
+                lines += [cut_off_note(board), ""]
+            lines += [noise_text(board), ""]
             if reported_applies(board.dataset, board.protocol):
                 lines += [f"Reported column: {SOURCE}.", ""]
-            lines += [f"Provenance: {_provenance_text(board)}.", ""]
+            lines += [f"Provenance: {provenance_text(board)}.", ""]
             lines += [f"![{board.dataset} {board.protocol['name']}: {name.rsplit('--', 1)[1][:-4]}]({name})" for name in board.plots]
             lines.append("")
         if board.skipped:
@@ -193,47 +231,6 @@ def render_markdown(boards: Sequence[Board]) -> str:
             lines += [f"- {item.method}: {item.reason}" for item in board.skipped]
             lines.append("")
     return "\n".join(lines)
-
-
-_STYLE = (
-    "body{font-family:system-ui,sans-serif;max-width:72rem;margin:2rem auto;padding:0 1rem;color:#222}"
-    "table{border-collapse:collapse;margin:1rem 0;font-size:.9rem}th,td{border:1px solid #ccc;padding:.3rem .6rem;text-align:right}"
-    "th{background:#f3f3f3}td:nth-child(2),th:nth-child(2){text-align:left}tr.reference{background:#eef5ff;font-style:italic}"
-    "img{max-width:100%;margin:.5rem 1rem .5rem 0}.note{color:#555;font-size:.85rem}"
-)
-
-
-def render_html(boards: Sequence[Board], images: Mapping[str, bytes]) -> str:
-    """The page; ``images`` maps each board's plot names to their PNG bytes (embedded)."""
-    e = html.escape
-    parts = [
-        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">', f"<title>{e(TITLE)}</title>",
-        f"<style>{_STYLE}</style></head><body>", f"<h1>{e(TITLE)}</h1>", f"<p>{e(INTRODUCTION)}</p>",
-    ]
-    for board in boards:
-        parts.append(f"<h2>{e(board.dataset)}: protocol {e(board.protocol['name'])}</h2>")
-        if board.rows():
-            parts.append(f"<p>{e(_protocol_text(board))}. Score: {e(board.label)}.</p>")
-            parts.append("<table><thead><tr>" + "".join(f"<th>{e(name)}</th>" for name in _header(board)) + "</tr></thead><tbody>")
-            for rank, entry in board.rows():
-                css = ' class="reference"' if entry["method"] == CLEAN else ""
-                parts.append(f"<tr{css}>" + "".join(f"<td>{e(cell)}</td>" for cell in _cells(board, rank, entry)) + "</tr>")
-            parts.append("</tbody></table>")
-            if _cut_off_note(board):
-                parts.append(f'<p class="note">{e(_cut_off_note(board))}</p>')
-            parts.append(f'<p class="note">{e(_noise_text(board))}</p>')
-            if reported_applies(board.dataset, board.protocol):
-                parts.append(f'<p class="note">Reported column: {e(SOURCE)}.</p>')
-            parts.append(f'<p class="note">Provenance: {e(_provenance_text(board))}.</p>')
-            for name in board.plots:
-                data = base64.b64encode(images[name]).decode("ascii")
-                parts.append(f'<img alt="{e(name)}" src="data:image/png;base64,{data}">')
-        if board.skipped:
-            parts.append("<p>Not ranked (incomplete):</p><ul>")
-            parts += [f"<li>{e(item.method)}: {e(item.reason)}</li>" for item in board.skipped]
-            parts.append("</ul>")
-    parts.append("</body></html>")
-    return "\n".join(parts) + "\n"
 
 
 def board_figures(board: Board) -> dict[str, Any]:
@@ -259,7 +256,7 @@ def board_figures(board: Board) -> dict[str, Any]:
     axis.set_ylabel(f"{board.label}, best defense", fontsize=8)
     seeds = board.n_seeds
     noise = f"± std over {seeds} seeds, =r: tied" if seeds > 1 else "one seed: not ranked"
-    axis.set_title(f"{title}: lower = better protection ({noise})", fontsize=9)
+    axis.set_title(f"{title}\nlower = better protection ({noise})", fontsize=9)
 
     defenses = defense_order(board.defenses)
     index = pd.MultiIndex.from_tuples(
@@ -268,7 +265,7 @@ def board_figures(board: Board) -> dict[str, Any]:
     )
     matrix = pd.DataFrame([[entry["per_defense"][d]["score"] for d in defenses] for _, entry in rows], index=index, columns=defenses)
     try:
-        heatmap = attack_defense_heatmap(matrix, board.label, f"{title}: mean over backbones x weightings x seeds")
+        heatmap = attack_defense_heatmap(matrix, board.label, f"{title}\nmean over backbones x\nweightings x seeds")
     except BaseException:
         plt.close(figure)
         raise

@@ -10,8 +10,10 @@ they are ranked together (:func:`mtlue.leaderboard.ranking.rank_entries`).
 
 Format history (:data:`ENTRY_FORMAT`): format 3 has every field of the two formats 2 that were
 developed side by side, the stds, ``n_seeds``, ``rank`` and ``ties_with`` of one and the poison's
-``convergence`` of the other; neither kind of format 2 entry, nor a format 1 entry, is read
-(rebuild them with ``mtlue leaderboard`` from the same victims).
+``convergence`` of the other. Format 4 adds what the page's detail view shows: per-task scores in
+each per-defense cell, ``per_setting`` (the attack x defense matrix) and ``poison`` (the card's
+budget, hyperparameters and generation time). Earlier formats are not read (rebuild them with
+``mtlue leaderboard`` from the same victims).
 """
 
 from __future__ import annotations
@@ -32,7 +34,8 @@ __all__ = ["ENTRY_FORMAT", "LeaderboardError", "entry_schema", "validate_entry"]
 #: of either kind is refused by its format rather than by a missing field. Entries are rebuilt
 #: from the results by every ``mtlue leaderboard`` run, so earlier entries are replaced rather
 #: than read.
-ENTRY_FORMAT = "mtlue-leaderboard-entry/3"
+#: /4 adds the detail fields (per-task scores, per_setting, poison).
+ENTRY_FORMAT = "mtlue-leaderboard-entry/4"
 SCHEMA_NAME = "leaderboard-entry.schema.json"
 #: Tolerance of the consistency checks: entries store full-precision means.
 _TOLERANCE = 1e-9
@@ -97,6 +100,26 @@ def _inconsistencies(entry: Mapping[str, Any]) -> list[str]:
             problems.append(f"per_defense.{defense}.victims is {cell['victims']}, the protocol has {expected} victims per defense")
     if provenance["victims"] != expected * len(per_defense):
         problems.append(f"provenance.victims is {provenance['victims']}, the protocol has {expected * len(per_defense)}")
+    return problems + _detail_inconsistencies(entry)
+
+
+def _detail_inconsistencies(entry: Mapping[str, Any]) -> list[str]:
+    """Per-task scores and the per-setting matrix against the dataset, the grid and the per-defense scores."""
+    problems = []
+    protocol, per_defense, tasks = entry["protocol"], entry["per_defense"], entry["dataset"]["tasks"]
+    for defense, cell in per_defense.items():
+        if sorted(cell["per_task"]) != sorted(tasks):
+            problems.append(f"per_defense.{defense}.per_task has tasks {sorted(cell['per_task'])}, the dataset's are {sorted(tasks)}")
+    settings = [(cell["backbone"], cell["weighting"], cell["defense"]) for cell in entry["per_setting"]]
+    grid = [(b, w, d) for b in protocol["backbones"] for w in protocol["weightings"] for d in protocol["defenses"]]
+    if sorted(settings) != sorted(grid):
+        problems.append(f"per_setting covers {len(set(settings))} of the grid's {len(grid)} (backbone, weighting, defense) settings, or repeats one")
+        return problems
+    for defense, cell in per_defense.items():
+        scores = [setting["score"] for setting in entry["per_setting"] if setting["defense"] == defense]
+        mean = sum(scores) / len(scores)
+        if not math.isclose(mean, cell["score"], rel_tol=0, abs_tol=1e-6):
+            problems.append(f"per_setting's mean under {defense} is {mean}, per_defense.{defense}.score is {cell['score']}")
     return problems
 
 
