@@ -460,7 +460,7 @@ def test_leaderboard_shows_ties_as_shared_ranks(seeded_victim_results, tmp_path)
     ]
     strong = rows[2]
     assert strong[2:8] == ["70.50 ± 0.50", "bdr", "61.00 ± 1.00", "81.00 ± 1.00", "-12.96", "close, flip, twin"]
-    assert rows[6][7] == "none"
+    assert rows[6][7] == "—"
     assert "Mean ± std over 3 seeds" in markdown and "lower by more than 2 x the larger of the two stds" in markdown
     page = (out / "index.html").read_text()
     assert ["=1", "strong"] in [row[:2] for row in ranking_rows(page)]

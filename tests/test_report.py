@@ -349,7 +349,7 @@ def test_summary_is_clean_normalised_mean_std_with_tie_aware_ranks(seeded_victim
         ["=1", "twin", "75.3 ± 1.2", "87.0 ± 0.6", "bdr", "close, flip, strong"],
         ["=1", "close", "63.0 ± 1.2", "88.3 ± 1.2", "bdr", "flip, middle, strong, twin"],
         ["3", "middle", "69.1 ± 1.2", "90.1 ± 0.6", "bdr", "close, flip"],
-        ["6", "weak", "97.5 ± 1.2", "97.5 ± 1.2", "none", "none"],
+        ["6", "weak", "97.5 ± 1.2", "97.5 ± 1.2", "none", "—"],
     ]
     text = report.texts["summary.md"]
     assert "percentage of the clean victim's 81.0 ± 1.0 (defense none)" in text and "over 3 seeds" in text

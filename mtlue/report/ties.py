@@ -166,10 +166,10 @@ def rank_labels(ranks: Mapping[str, TieRank]) -> dict[str, str]:
 
 
 def ties_label(name: str, ranks: Mapping[str, TieRank], separator: str = ", ") -> str:
-    """Display text of ``name``'s ties: the names, ``none``, or ``all others`` (as with one seed)."""
+    """Display text of ``name``'s ties: the names, ``—`` (no tie: not "none", which reads as a defense), or ``all others``."""
     ties = ranks[name].ties_with
     if not ties:
-        return "none"
+        return "—"
     if len(ties) > 1 and len(ties) == len(ranks) - 1:
         return "all others"
     return separator.join(ties)
