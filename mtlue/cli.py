@@ -22,6 +22,8 @@ from typing import Any
 
 import yaml
 
+from mtlue.errors import CommandError, MtlueError
+
 __all__ = ["main", "build_parser"]
 
 #: What ``mtlue list KIND`` can list: the registry's list function and, optionally, a function
@@ -44,10 +46,6 @@ COMMAND_MODULES: tuple[str, ...] = (
     "mtlue.report.commands",
     "mtlue.tracking.commands",
 )
-
-
-class CommandError(RuntimeError):
-    """A user-facing failure: printed as one line, exit status 2."""
 
 
 def _resolve(reference: str) -> Callable[..., Any]:
@@ -185,11 +183,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     (tests, scripts) keep their collector untouched.
     """
     from mtlue import timing
-    from mtlue.config import ConfigError
-    from mtlue.data import DatasetError
-    from mtlue.io import OutputError
-    from mtlue.tracking import TrackingError
-
     from mtlue.logs import configure_logging
 
     as_program = argv is None
@@ -201,7 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     started = timing.Instant.now()
     try:
         args.handler(args)
-    except (CommandError, ConfigError, DatasetError, OutputError, TrackingError) as error:
+    except MtlueError as error:
         print(f"mtlue {args.command}: error: {error}", file=sys.stderr)
         return 2
     finally:

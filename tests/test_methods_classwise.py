@@ -373,7 +373,7 @@ def site(tmp_path, monkeypatch):
     folder = tmp_path / "site-packages"
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    monkeypatch.setattr(registry.METHODS, "entries", dict(registry.METHODS.entries))
     before = set(sys.modules)
     yield folder
     for module in set(sys.modules) - before:

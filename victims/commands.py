@@ -190,7 +190,7 @@ def seed_path(pattern: str, seed: int) -> str:
 
 def _check_seeds(seeds: Sequence[int], out: str, checkpoint_dir: str | None, tags: dict[str, str]) -> None:
     """Refuse seed lists and path patterns that would lose or mix up results (CommandError)."""
-    from mtlue.cli import CommandError
+    from mtlue.errors import CommandError
 
     repeated = sorted({seed for seed in seeds if list(seeds).count(seed) > 1})
     if repeated:
@@ -227,19 +227,15 @@ def _published_images(dataset: Any, poison: str | None) -> tuple[Any, str]:
 
 def _victim(args: argparse.Namespace) -> None:
     from mtlue import timing
-    from mtlue.cli import CommandError
+    from mtlue.errors import CommandError
     from mtlue.data.store import PreparedDataset
-    from mtlue.io import atomic_write_json, check_output_file
+    from mtlue.io import check_output_file
     from mtlue.tracking import log_victim_result, track_victim, tracking_settings
+    from mtlue.victim_metrics import write_victim_metrics
 
-    from .backbones import BackboneError
-    from .checkpoint import CheckpointError
-    from .defenses import DefenseError
-    from .device import DeviceError
-    from .losses import NonFiniteGradientError, NonFiniteLossError
-    from .metrics import MetricError
+    from mtlue.errors import VictimError
+
     from .run import is_victim_metrics, run_victim
-    from .weighting import WeightingError
 
     seeds = list(args.seed)
     _check_seeds(seeds, args.out, args.checkpoint_dir, dict(args.tags or []))
@@ -272,9 +268,9 @@ def _victim(args: argparse.Namespace) -> None:
                     callbacks=[tracker.epoch_callback(prefix_networks=victim.mode == "stl")] if tracker else (),
                     started=started,
                 )
-            except (BackboneError, WeightingError, DefenseError, CheckpointError, DeviceError, MetricError, NonFiniteLossError, NonFiniteGradientError) as error:
+            except VictimError as error:
                 raise CommandError(f"seed {config.seed}: {error}" if len(seeds) > 1 else str(error)) from error
-            atomic_write_json(out, result.to_json())
+            write_victim_metrics(out, result.to_json())
             if tracker is not None:
                 log_victim_result(tracker, result, out)
         summary = ", ".join(f"{key} {value:.4g}" for key, value in result.aggregate.items())

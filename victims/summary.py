@@ -11,15 +11,12 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from mtlue.errors import MetricError
 from mtlue.data.tasks import LOWER_IS_BETTER, Task
 
 __all__ = ["MetricError", "TaskResults", "aggregate", "delta_m"]
 
 TaskResults = dict[str, dict[str, float]]
-
-
-class MetricError(ValueError):
-    """A metric cannot be computed from the data given; the message says why."""
 
 
 def aggregate(results: Mapping[str, Mapping[str, float]], tasks: Sequence[Task]) -> dict[str, float]:

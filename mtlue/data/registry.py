@@ -17,14 +17,17 @@ import os
 import types
 import typing
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+from mtlue.registry import Registry
 
 from .store import DatasetError, DatasetWriter
 from .tasks import Task
 
 __all__ = [
+    "DATASETS",
     "DatasetBuilder",
     "register_dataset",
     "list_datasets",
@@ -99,13 +102,8 @@ class DatasetBuilder(ABC):
     def __init__(self, *, select_tasks: Sequence[str] | None = None, **options: Any) -> None:
         #: Names of the tasks the prepared dataset keeps (None: all of them).
         self.select_tasks = None if select_tasks is None else tuple(select_tasks)
-        valid = {field.name for field in dataclasses.fields(self.Options)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise DatasetError(
-                f"dataset {self.name!r} has no option(s) {', '.join(unknown)}; "
-                f"valid options: {', '.join(sorted(valid)) or 'none'}"
-            )
+        valid = sorted(field.name for field in dataclasses.fields(self.Options))
+        DATASETS.check_hyperparameters(self.name, options, valid, noun="option")
         hints = typing.get_type_hints(self.Options)
         for key, value in options.items():
             expected = _type_name(hints.get(key, Any))
@@ -164,41 +162,25 @@ class DatasetBuilder(ABC):
         standard form to ``out_dir`` with a ``DatasetWriter``."""
 
 
-_BUILDERS: dict[str, type[DatasetBuilder]] = {}
+#: The built-in datasets register when :mod:`mtlue.data` is imported.
+DATASETS: Registry[type[DatasetBuilder]] = Registry("dataset", base="mtlue.data.registry:DatasetBuilder", error=DatasetError)
 
 B = TypeVar("B", bound=type[DatasetBuilder])
 
 
-def register_dataset(name: str):
+def register_dataset(name: str) -> Callable[[B], B]:
     """Class decorator adding a ``DatasetBuilder`` under ``name``."""
-
-    def decorator(cls: B) -> B:
-        if name in _BUILDERS and _BUILDERS[name] is not cls:
-            raise ValueError(f"dataset {name!r} is registered twice ({_BUILDERS[name]} and {cls})")
-        cls.name = name
-        _BUILDERS[name] = cls
-        return cls
-
-    return decorator
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
-    return sorted(_BUILDERS)
+    return DATASETS.names()
 
 
 def dataset_description(name: str) -> str:
-    return _builder_class(name).description
-
-
-def _builder_class(name: str) -> type[DatasetBuilder]:
-    try:
-        return _BUILDERS[name]
-    except KeyError:
-        raise DatasetError(
-            f"unknown dataset {name!r}; available: {', '.join(list_datasets())}"
-        ) from None
+    return DATASETS.summary(name)
 
 
 def create_builder(name: str, *, select_tasks: Sequence[str] | None = None, **options: Any) -> DatasetBuilder:
     """The builder of dataset ``name`` with ``options``, keeping only ``select_tasks`` if given."""
-    return _builder_class(name)(select_tasks=select_tasks, **options)
+    return DATASETS.get(name)(select_tasks=select_tasks, **options)

@@ -19,7 +19,7 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from mtlue.config import ConfigError
+from mtlue.errors import MethodError
 from mtlue.data.store import PreparedDataset
 from mtlue.poisons import (
     DEFAULT_EPSILON,
@@ -30,6 +30,7 @@ from mtlue.poisons import (
 )
 
 from .progress import GenerationMonitor
+from .registry import METHODS
 
 __all__ = [
     "MethodError",
@@ -38,13 +39,6 @@ __all__ = [
     "NoHyperparameters",
     "UEMethod",
 ]
-
-
-class MethodError(ConfigError):
-    """A method cannot be created or run as configured; the message names the fix.
-
-    A ``ConfigError``: the method, its hyperparameters and its inputs all come from the config.
-    """
 
 
 class Requirement(str, Enum):
@@ -206,12 +200,7 @@ def _build_hyperparameters(cls: type[UEMethod], given: dict[str, Any]) -> Any:
     schema = cls.Hyperparameters
     hints = typing.get_type_hints(schema)
     valid = [item.name for item in dataclasses.fields(schema)]
-    unknown = sorted(set(given) - set(valid))
-    if unknown:
-        raise MethodError(
-            f"method {cls.name!r} has no hyperparameter(s) {', '.join(unknown)}; "
-            f"valid: {', '.join(valid) or 'none'}"
-        )
+    METHODS.check_hyperparameters(cls.name, given, valid)
     values = {name: _coerce(cls.name, name, value, hints[name]) for name, value in given.items()}
     try:
         return schema(**values)

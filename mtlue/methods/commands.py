@@ -105,12 +105,9 @@ def run_poison(args: argparse.Namespace) -> None:
         raise MethodError(f"hyperparameter(s) {', '.join(repeated)} set more than once with --set; keep one")
     method = create_method(args.method, **dict(args.hyperparameters))
     if args.num_threads is not None:
-        from victims.device import DeviceError, configure_threads
+        from victims.device import configure_threads
 
-        try:
-            configure_threads(args.num_threads)
-        except DeviceError as error:
-            raise MethodError(str(error)) from None
+        configure_threads(args.num_threads)
     dataset = PreparedDataset(args.data)
     surrogate, checkpoints = args.surrogate, tuple(args.surrogate_checkpoints)
     if args.surrogate_dir is not None:

@@ -29,6 +29,7 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from mtlue.errors import MethodError
 from mtlue.poisons.convergence import STOPPED_BY, Convergence, json_value
 
 __all__ = ["GenerationMonitor", "ProgressListener"]
@@ -147,9 +148,6 @@ class GenerationMonitor:
         return self._ended
 
     def _bug(self, problem: str) -> Exception:
-        # Imported here: base imports this module for GenerationContext.
-        from .base import MethodError
-
         return MethodError(f"method {self._method or '?'} {problem}: a bug in the method, not in the data")
 
     # -- log lines ---------------------------------------------------------------------------

@@ -28,6 +28,7 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
+from mtlue.errors import DefenseError
 from mtlue.data.tasks import Task
 from victims.hyperparameters import KeywordHyperparameters
 
@@ -52,10 +53,6 @@ Targets = dict[str, torch.Tensor]
 
 #: The stages in the order a composed defense applies them.
 STAGES: tuple[str, ...] = ("split", "batch", "procedure")
-
-
-class DefenseError(ValueError):
-    """A defense name, option, composition or input that cannot be used; the message says the fix."""
 
 
 @dataclass
