@@ -42,8 +42,8 @@ from typing import Any
 
 import yaml
 
-from mtlue.errors import FidelityError
 from mtlue.config import ConfigError, load_config, victim_jobs
+from mtlue.errors import FidelityError
 from mtlue.io import atomic_write
 
 __all__ = [

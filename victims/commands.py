@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from mtlue.arguments import key_value
 
 from .config import DECODERS, MODES, STEMS, TrainConfig, VictimConfig
 
@@ -39,13 +39,6 @@ __all__ = ["SEED_FIELD", "add_commands", "add_network_arguments", "add_training_
 
 #: What stands for the seed in ``--out`` and ``--checkpoint-dir`` of a multi-seed ``mtlue victim``.
 SEED_FIELD = "{seed}"
-
-
-def _option(text: str) -> tuple[str, Any]:
-    key, separator, value = text.partition("=")
-    if not separator or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
 
 
 def _amp(text: str) -> bool | None:
@@ -165,7 +158,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     strategy = parser.add_argument_group("multi-task learning")
     strategy.add_argument("--weighting", default=defaults.weighting, help="task-weighting strategy (`mtlue list weightings`)")
     strategy.add_argument(
-        "--weighting-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+        "--weighting-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
         help="a hyperparameter of the weighting strategy (repeatable)",
     )
     strategy.add_argument("--mode", choices=MODES, default=defaults.mode, help="mtl: one multi-task network; stl: one network per task")
@@ -175,7 +168,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="what the attacker trains with: `mtlue list defenses`, or names joined by '+' (default: %(default)s, crop + flip)",
     )
     defense.add_argument(
-        "--defense-set", action="append", type=_option, default=[], metavar="KEY=VALUE",
+        "--defense-set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
         help="a hyperparameter of the defense, KEY or COMPONENT.KEY for compositions (repeatable)",
     )
     add_training_arguments(parser, several_seeds=True)
@@ -231,6 +224,7 @@ def _victim(args: argparse.Namespace) -> None:
     from mtlue.data.store import PreparedDataset
     from mtlue.io import check_output_file
     from mtlue.tracking import log_victim_result, track_victim, tracking_settings
+    from mtlue.logs import show_progress
     from mtlue.victim_metrics import write_victim_metrics
 
     from mtlue.errors import VictimError
@@ -264,7 +258,7 @@ def _victim(args: argparse.Namespace) -> None:
             try:
                 result = run_victim(
                     dataset, victim, config, train_images=train_images, train_images_id=train_images_id,
-                    checkpoint_dir=checkpoint_dir, progress=args.progress,
+                    checkpoint_dir=checkpoint_dir, progress=show_progress(args.progress),
                     callbacks=[tracker.epoch_callback(prefix_networks=victim.mode == "stl")] if tracker else (),
                     started=started,
                 )

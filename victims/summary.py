@@ -11,8 +11,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-from mtlue.errors import MetricError
 from mtlue.data.tasks import LOWER_IS_BETTER, Task
+from mtlue.errors import MetricError
 
 __all__ = ["MetricError", "TaskResults", "aggregate", "delta_m"]
 

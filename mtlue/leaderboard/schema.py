@@ -24,7 +24,7 @@ from importlib import resources
 from typing import Any
 
 from mtlue.errors import LeaderboardError
-from mtlue.report.collect import CLEAN, NO_DEFENSE, ReportError
+from mtlue.report.collect import CLEAN, NO_DEFENSE
 
 __all__ = ["ENTRY_FORMAT", "LeaderboardError", "entry_schema", "validate_entry"]
 

@@ -19,8 +19,8 @@ from typing import Any, ClassVar, Literal
 
 import numpy as np
 
-from mtlue.errors import MethodError
 from mtlue.data.store import PreparedDataset
+from mtlue.errors import MethodError
 from mtlue.poisons import (
     DEFAULT_EPSILON,
     POISONED_SPLIT,

@@ -83,6 +83,4 @@ def create_method(name: str, **hyperparameters: Any) -> UEMethod:
 def _import_builtins() -> None:
     # Importing the package registers the built-in methods; a caller that imported only this
     # module (the poison stores) still sees them.
-    import importlib
-
     importlib.import_module("mtlue.methods")

@@ -57,12 +57,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from mtlue.errors import SurrogateError
 from mtlue.data.store import PreparedDataset
 from mtlue.data.tasks import Task, tasks_to_json
+from mtlue.errors import SurrogateError
 from mtlue.io import FolderOutput, atomic_directory, atomic_write, atomic_write_json, file_sha256
-
-from .base import MethodError
 
 __all__ = [
     "CARD_NAME",

@@ -52,6 +52,7 @@ def run_surrogate(args: argparse.Namespace) -> None:
     from victims.config import VictimConfig
 
     from mtlue.io import check_output_dir
+    from mtlue.logs import show_progress
 
     from .surrogate import OUTPUT, train_surrogate
 
@@ -68,7 +69,7 @@ def run_surrogate(args: argparse.Namespace) -> None:
     with track_surrogate(settings, args, dataset, victim, config) as tracker:
         card = train_surrogate(
             dataset, args.out, victim=victim, config=config, every=args.every,
-            checkpoint_dir=args.checkpoint_dir, progress=args.progress,
+            checkpoint_dir=args.checkpoint_dir, progress=show_progress(args.progress),
             callbacks=[tracker.epoch_callback()] if tracker else (),
         )
         if tracker is not None:

@@ -20,7 +20,7 @@ from typing import Any
 
 from mtlue.data.tasks import Task
 from mtlue.errors import ReportError
-from mtlue.victim_metrics import FORMAT, RERUN, read_victim_metrics
+from mtlue.victim_metrics import RERUN, read_victim_metrics
 
 __all__ = [
     "AXES",

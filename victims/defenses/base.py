@@ -28,8 +28,8 @@ from typing import TYPE_CHECKING, ClassVar
 import numpy as np
 import torch
 
-from mtlue.errors import DefenseError
 from mtlue.data.tasks import Task
+from mtlue.errors import DefenseError
 from victims.hyperparameters import KeywordHyperparameters
 
 if TYPE_CHECKING:
