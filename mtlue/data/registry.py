@@ -13,14 +13,12 @@ single-task sanity protocol): the builder fills every task and the writer keeps 
 from __future__ import annotations
 
 import dataclasses
-import os
-import types
-import typing
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from mtlue.hyperparameters import build_settings
 from mtlue.registry import Registry
 
 from .store import DatasetError, DatasetWriter
@@ -41,54 +39,6 @@ class NoOptions:
     """This dataset takes no options."""
 
 
-def _has_type(value: Any, hint: Any) -> bool:
-    """Whether a config or command-line value fits an option's annotation, without coercion:
-    ``maybe`` is no boolean, ``abc`` no integer, ``true`` no integer either."""
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_has_type(value, arm) for arm in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if hint is Path:
-        return isinstance(value, (str, os.PathLike))
-    if origin in (tuple, list, Sequence):
-        arms = [arm for arm in typing.get_args(hint) if arm is not Ellipsis]
-        return isinstance(value, (list, tuple)) and all(_has_type(item, arms[0] if arms else Any) for item in value)
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(arm) for arm in typing.get_args(hint))
-    names = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string",
-             Path: "a path", type(None): "null"}
-    if hint in names:
-        return names[hint]
-    if typing.get_origin(hint) in (tuple, list, Sequence):
-        return "a list"
-    if typing.get_origin(hint) is dict:
-        return "a mapping"
-    return str(hint)
-
-
-def _example(hint: Any) -> str:
-    arms = [arm for arm in typing.get_args(hint) if arm is not type(None)] if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
-    examples = {bool: "true", int: "64", float: "0.5", str: "name", Path: "/data/folder"}
-    return examples.get(arms[0], "[a, b]") if arms else "null"
-
-
 class DatasetBuilder(ABC):
     """Prepares one dataset from its raw files into the standard form (see ``store``)."""
 
@@ -102,20 +52,7 @@ class DatasetBuilder(ABC):
     def __init__(self, *, select_tasks: Sequence[str] | None = None, **options: Any) -> None:
         #: Names of the tasks the prepared dataset keeps (None: all of them).
         self.select_tasks = None if select_tasks is None else tuple(select_tasks)
-        valid = sorted(field.name for field in dataclasses.fields(self.Options))
-        DATASETS.check_hyperparameters(self.name, options, valid, noun="option")
-        hints = typing.get_type_hints(self.Options)
-        for key, value in options.items():
-            expected = _type_name(hints.get(key, Any))
-            if not _has_type(value, hints.get(key, Any)):
-                raise DatasetError(
-                    f"dataset {self.name!r}: option {key} must be {expected}, got {value!r} "
-                    f"({type(value).__name__}); e.g. {key}={_example(hints[key])}"
-                )
-        try:
-            self.options = self.Options(**options)
-        except (TypeError, ValueError) as error:
-            raise DatasetError(f"dataset {self.name!r}: bad option: {error}") from None
+        self.options = build_settings(self.Options, options, registry=DATASETS, name=self.name, noun="option")
 
     def __repr__(self) -> str:
         view = "" if self.select_tasks is None else f", select_tasks={list(self.select_tasks)}"
