@@ -22,6 +22,9 @@ from typing import Any
 
 import yaml
 
+from mtlue.arguments import key_value
+from mtlue.errors import CommandError, MtlueError
+
 __all__ = ["main", "build_parser"]
 
 #: What ``mtlue list KIND`` can list: the registry's list function and, optionally, a function
@@ -46,10 +49,6 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
-class CommandError(RuntimeError):
-    """A user-facing failure: printed as one line, exit status 2."""
-
-
 def _resolve(reference: str) -> Callable[..., Any]:
     module, _, attribute = reference.partition(":")
     return getattr(importlib.import_module(module), attribute)
@@ -66,13 +65,6 @@ def _list(args: argparse.Namespace) -> None:
         print("\n".join(names))
 
 
-def _parse_option(text: str) -> tuple[str, Any]:
-    key, separator, value = text.partition("=")
-    if not separator or not key:
-        raise CommandError(f"--option expects KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
-
-
 def _prepare(args: argparse.Namespace) -> None:
     from mtlue.data import PreparedDataset, create_builder
     from mtlue.data.store import OUTPUT
@@ -84,7 +76,7 @@ def _prepare(args: argparse.Namespace) -> None:
             options.update(json.loads(args.options_json))
         except json.JSONDecodeError as error:
             raise CommandError(f"--options-json is not valid JSON: {error}") from None
-    options.update(dict(_parse_option(item) for item in args.option))
+    options.update(dict(args.option))
     source = args.source or args.dataset
     out = Path(args.out) if args.out else Path("resources/data") / args.dataset
     raw = Path(args.raw) if args.raw else Path("resources/raw") / source
@@ -126,9 +118,17 @@ def build_parser() -> argparse.ArgumentParser:
 
     parser = argparse.ArgumentParser(prog="mtlue", description=__doc__.splitlines()[0])
     parser.add_argument("--version", action="version", version=f"%(prog)s {_version()}")
-    parser.add_argument(
+    verbosity = parser.add_mutually_exclusive_group()
+    verbosity.add_argument(
         "--log-level", choices=LEVELS, default="INFO",
         help="least severe log record of mtlue's own loggers shown on stderr (default INFO; other libraries: WARNING)",
+    )
+    verbosity.add_argument(
+        "-q", "--quiet", dest="log_level", action="store_const", const="WARNING",
+        help="only warnings and errors on stderr, and no progress bars (--log-level WARNING)",
+    )
+    verbosity.add_argument(
+        "-v", "--verbose", dest="log_level", action="store_const", const="DEBUG", help="debug records too (--log-level DEBUG)",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
@@ -143,7 +143,7 @@ def build_parser() -> argparse.ArgumentParser:
     prepare.add_argument("--out", help="output folder (default: resources/data/DATASET)")
     prepare.add_argument("--raw", help="folder of source files (default: resources/raw/SOURCE)")
     prepare.add_argument("--options-json", help="dataset options as a JSON object")
-    prepare.add_argument("--option", action="append", default=[], metavar="KEY=VALUE", help="one dataset option (repeatable)")
+    prepare.add_argument("--option", action="append", type=key_value, default=[], metavar="KEY=VALUE", help="one dataset option (repeatable)")
     prepare.add_argument(
         "--task", dest="tasks", action="append", default=[], metavar="NAME",
         help="keep only this task (repeatable; default: every task of the dataset)",
@@ -185,23 +185,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     (tests, scripts) keep their collector untouched.
     """
     from mtlue import timing
-    from mtlue.config import ConfigError
-    from mtlue.data import DatasetError
-    from mtlue.io import OutputError
-    from mtlue.tracking import TrackingError
-
     from mtlue.logs import configure_logging
 
     as_program = argv is None
     parser = build_parser()
     args = parser.parse_args(argv)
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, progress=args.log_level in ("DEBUG", "INFO"))
     if as_program and timing.enabled():
         timing.CLOCK.report_at_exit(args.command)
     started = timing.Instant.now()
     try:
         args.handler(args)
-    except (CommandError, ConfigError, DatasetError, OutputError, TrackingError) as error:
+    except MtlueError as error:
         print(f"mtlue {args.command}: error: {error}", file=sys.stderr)
         return 2
     finally:

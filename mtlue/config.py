@@ -18,6 +18,8 @@ from typing import Any, NamedTuple
 import jsonschema
 import yaml
 
+from mtlue.errors import ConfigError
+
 __all__ = [
     "ConfigError",
     "VictimJob",
@@ -31,10 +33,6 @@ __all__ = [
     "victim_runs",
     "victim_train",
 ]
-
-
-class ConfigError(ValueError):
-    """The configuration is invalid; the message names the key and what to change."""
 
 
 def config_schema() -> dict[str, Any]:

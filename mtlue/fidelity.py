@@ -43,6 +43,7 @@ from typing import Any
 import yaml
 
 from mtlue.config import ConfigError, load_config, victim_jobs
+from mtlue.errors import FidelityError
 from mtlue.io import atomic_write
 
 __all__ = [
@@ -68,10 +69,6 @@ _ROW_FIELDS = {"knob", "key", "release", "source", "ours", "status", "note"}
 _REQUIRED_ROW_FIELDS = ("knob", "key", "release", "source", "ours", "status")
 _GRID_FIELDS = ("datasets", "methods", "blocks", "victim_jobs", "paper")
 _BLOCK_FIELDS = ("backbones", "weightings", "defenses", "seeds")
-
-
-class FidelityError(ConfigError):
-    """The protocol table is malformed or a key cannot be resolved; the message names the row."""
 
 
 @dataclass(frozen=True)

@@ -30,6 +30,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from mtlue.errors import OutputError
+
 __all__ = [
     "FolderOutput",
     "OutputError",
@@ -44,10 +46,6 @@ __all__ = [
     "remove_orphans",
 ]
 
-
-class OutputError(RuntimeError):
-    """An output path that would destroy or overwrite something it must not; the message names the
-    path and what to pass instead."""
 
 _CHUNK = 1 << 20
 

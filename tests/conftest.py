@@ -152,6 +152,8 @@ def seeded_victim_results(tiny_victim_results, tmp_path_factory):
     import json
 
     template_root = tiny_victim_results / "shapes"
+    from victims.defenses import defense_class
+
     template = json.loads((template_root / "victims" / "lsp" / "test_resnet" / "ew" / "none" / "seed0" / "metrics.json").read_text())
     card = json.loads((template_root / "poisons" / "lsp" / "card.json").read_text())
     results = tmp_path_factory.mktemp("seeded_results")
@@ -163,7 +165,8 @@ def seeded_victim_results(tiny_victim_results, tmp_path_factory):
             for seed, score in enumerate(scores):
                 data = json.loads(json.dumps(template))
                 data["seed"] = seed
-                data["defense"] = {"components": [] if defense == "none" else [defense], "name": defense, "options": {}}
+                components = [] if defense == "none" else [{"name": defense, "stage": defense_class(defense).stage, "hyperparameters": {}}]
+                data["defense"] = {"components": components, "name": defense, "options": {}}
                 data["dataset"]["train_images"] = f"{method}:{card['sha256']}"
                 data["metrics"] = {task: {metric: score for metric in values} for task, values in data["metrics"].items()}
                 data["aggregate"] = {key: score for key in data["aggregate"]}

@@ -68,8 +68,8 @@ CASES: list[tuple[str, dict[str, object], str]] = [
     ("prepare shapes --out {tmp}/o --option train_size=0", {}, "train_size must be at least 1"),
     ("prepare shapes --out {tmp}/o --option crop_size=99", {}, "crop_size must be in 8..image_size"),
     ("prepare shapes --out {tmp}/o --option nosuch=1", {}, "has no option(s) nosuch"),
-    ("prepare shapes --out {tmp}/o --option train_size", {}, "--option expects KEY=VALUE"),
-    ("prepare shapes --out {tmp}/o --option =3", {}, "--option expects KEY=VALUE"),
+    ("prepare shapes --out {tmp}/o --option train_size", {}, "--option: expected KEY=VALUE"),
+    ("prepare shapes --out {tmp}/o --option =3", {}, "--option: expected KEY=VALUE"),
     ("prepare shapes --out {tmp}/o --options-json {{bad", {}, "--options-json is not valid JSON"),
     ("""prepare shapes --out {tmp}/o --options-json '{{"dense_tasks": "yes"}}'""", {}, "option dense_tasks must be a boolean"),
     ("""prepare shapes --out {tmp}/o --options-json '{{"train_size": "12"}}'""", {}, "option train_size must be an integer, got '12'"),
@@ -77,7 +77,11 @@ CASES: list[tuple[str, dict[str, object], str]] = [
     ("prepare shapes --out {tmp}/o --task nosuchtask", {}, "nosuchtask"),
     # --- mtlue prepare folder: the user's own files ----------------------------------------
     ("prepare mine --source folder --out {tmp}/o --option path={tmp}/in", {"in/labels.csv": LATIN1_LABELS, "in/images/x.png": b""}, "labels.csv is not UTF-8 text (byte 0xe9"),
-    ("prepare mine --source folder --out {tmp}/o --option path={tmp}/in", {"in/labels.csv": "image,smiling\nx.png,1\n", "in/images/x.png": b"", "in/tasks.yaml": b"smiling: {kind: binary, description: \xe9}\n"}, "tasks.yaml is not UTF-8 text"),
+    (
+        "prepare mine --source folder --out {tmp}/o --option path={tmp}/in",
+        {"in/labels.csv": "image,smiling\nx.png,1\n", "in/images/x.png": b"", "in/tasks.yaml": b"smiling: {kind: binary, description: \xe9}\n"},
+        "tasks.yaml is not UTF-8 text",
+    ),
     ("prepare mine --source folder --out {tmp}/o --option path={tmp}/in", {"in/images/x.png": b""}, "labels.csv does not exist"),
     ("prepare mine --source folder --out {tmp}/o --option path={tmp}/in", {"in/labels.csv": "file,smiling\nx.png,1\n", "in/images/x.png": b""}, "has no column 'image'"),
     ("prepare mine --source folder --out {tmp}/o --option path={tmp}/in", {"in/labels.csv": "image,a,a\nx.png,1,1\n", "in/images/x.png": b""}, "column names must be unique"),
@@ -161,8 +165,14 @@ CASES: list[tuple[str, dict[str, object], str]] = [
     ("victim --data {tmp}/nodata --out {tmp}/m.json", {}, "no prepared dataset at"),
     ("victim --data {data} --poison {tmp}/nostore --out {tmp}/m.json", {}, "nostore"),
     # --- mtlue submit ---------------------------------------------------------------------------
-    ("submit {tmp}/d.safetensors --dataset shapes --name my-ue --data {data} --out {tmp}/out", {"d.safetensors": "deltas", "out/notes.txt": NOTE}, "holds no card.json of a perturbation store (notes.txt)"),
-    ("submit {tmp}/d.safetensors --dataset shapes --name my-ue --data {data} --out {tmp}/out", {"d.safetensors": "deltas", "out": "sub", "out/notes.txt": NOTE}, "files that are not part of its perturbation store"),
+    (
+        "submit {tmp}/d.safetensors --dataset shapes --name my-ue --data {data} --out {tmp}/out",
+        {"d.safetensors": "deltas", "out/notes.txt": NOTE}, "holds no card.json of a perturbation store (notes.txt)",
+    ),
+    (
+        "submit {tmp}/d.safetensors --dataset shapes --name my-ue --data {data} --out {tmp}/out",
+        {"d.safetensors": "deltas", "out": "sub", "out/notes.txt": NOTE}, "files that are not part of its perturbation store",
+    ),
     ("submit {tmp}/d.safetensors --dataset shapes --name my-ue --data {data} --out {tmp}/out", {"d.safetensors": "deltas", "out/sub/x.bin": b"x"}, "(sub/x.bin)"),
     ("submit {tmp}/d.safetensors --dataset shapes --name my-ue --data {data} --out {tmp}/d.safetensors", {"d.safetensors": "deltas"}, "is the input FILE"),
     ("submit {tmp}/d.safetensors --dataset shapes --name my-ue --data {data} --out {tmp}", {"d.safetensors": "deltas"}, "holds the input FILE"),

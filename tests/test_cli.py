@@ -91,7 +91,6 @@ def test_prepare_and_show(tmp_path, capsys):
     "argv, message",
     [
         (["prepare", "nope"], "unknown dataset 'nope'"),
-        (["prepare", "shapes", "--option", "train_size"], "KEY=VALUE"),
         (["prepare", "shapes", "--option", "trainsize=3"], "no option\\(s\\) trainsize"),
         (["prepare", "shapes", "--options-json", "{bad"], "not valid JSON"),
         (["show", "/nonexistent/dataset"], "mtlue prepare"),
@@ -104,6 +103,13 @@ def test_bad_input_gives_one_clear_line(argv, message, capsys):
     assert error.startswith(f"mtlue {argv[0]}: error: ")
     assert "Traceback" not in error
     assert re.search(message, error), error
+
+
+def test_a_malformed_key_value_is_a_usage_error(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["prepare", "shapes", "--option", "train_size"])
+    assert exit.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == "mtlue prepare: error: argument --option: expected KEY=VALUE, got 'train_size'"
 
 
 def test_check_config_prints_defaults(capsys):
@@ -136,3 +142,37 @@ def test_log_records_go_to_stderr_one_line_each_and_stdout_stays_the_results(cap
     logging.getLogger("victims.train").debug("shown at DEBUG")
     assert "DEBUG victims.train: shown at DEBUG" in capsys.readouterr().err
     configure_logging("INFO")
+
+
+@pytest.mark.parametrize(
+    "flags, shown, hidden, bars",
+    [
+        (["--quiet"], "WARNING", "INFO", False),
+        (["-q"], "WARNING", "INFO", False),
+        (["--verbose"], "DEBUG", None, True),
+        (["-v"], "DEBUG", None, True),
+        ([], "INFO", "DEBUG", True),
+    ],
+)
+def test_quiet_and_verbose_set_the_level_and_the_bars(flags, shown, hidden, bars, capsys, monkeypatch):
+    from mtlue.logs import configure_logging, show_progress
+
+    monkeypatch.setattr(sys.stderr, "isatty", lambda: True, raising=False)
+    try:
+        assert main([*flags, "list", "datasets"]) == 0
+        capsys.readouterr()
+        for level in ("DEBUG", "INFO", "WARNING"):
+            logging.getLogger("mtlue.data").log(getattr(logging, level), "record at %s", level)
+        err = capsys.readouterr().err
+        assert f"record at {shown}" in err
+        assert hidden is None or f"record at {hidden}" not in err
+        assert show_progress() is bars
+        assert show_progress(True) is True and show_progress(False) is False  # --progress / --no-progress win
+    finally:
+        configure_logging("INFO")
+
+
+def test_quiet_and_a_log_level_are_refused_together(capsys):
+    with pytest.raises(SystemExit) as exit:
+        main(["--quiet", "--log-level", "DEBUG", "list", "datasets"])
+    assert exit.value.code == 2 and "not allowed with" in capsys.readouterr().err

@@ -131,11 +131,11 @@ def test_only_the_defenses_used_are_imported():
 def test_every_builtin_module_registers_exactly_its_listed_names():
     import importlib
 
-    from victims.defenses.registry import _DEFENSES, BUILTIN
+    from victims.defenses.registry import BUILTIN, DEFENSES
 
     for module in set(BUILTIN.values()):
         importlib.import_module(module)
-    assert {name: cls.__module__ for name, (cls, _) in _DEFENSES.items() if cls.__module__.startswith("victims.")} == BUILTIN
+    assert {name: entry.cls.__module__ for name, entry in DEFENSES.entries.items() if entry.cls.__module__.startswith("victims.")} == BUILTIN
 
 
 def test_names_are_safe_path_components():

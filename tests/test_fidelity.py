@@ -104,7 +104,11 @@ def test_fidelity_md_is_the_rendering():
 
 
 def test_malformed_tables_are_refused_with_the_row(tmp_path):
-    base = "release: {repository: r, commit: c}\npresets:\n- name: p\n  file: config/celeba.yaml\n  description: d\n  grid: {datasets: [celeba], methods: [clean], blocks: [{backbones: [a], weightings: [b], defenses: [c], seeds: [0]}], victim_jobs: 1, paper: t}\n  rows:\n"
+    base = (
+        "release: {repository: r, commit: c}\npresets:\n- name: p\n  file: config/celeba.yaml\n  description: d\n"
+        "  grid: {datasets: [celeba], methods: [clean], blocks: [{backbones: [a], weightings: [b], defenses: [c], seeds: [0]}],"
+        " victim_jobs: 1, paper: t}\n  rows:\n"
+    )
     cases = {
         "    - {knob: k, key: null, release: 1, source: main.py, ours: 1, status: same}\n": "line numbers",
         "    - {knob: k, key: null, release: 1, source: main.py:3, ours: 1, status: differs}\n": "deviates",

@@ -288,9 +288,9 @@ def test_unknown_method_and_hyperparameters_list_the_valid_names():
         create_method("lssp")
     with pytest.raises(MethodError, match="no hyperparameter\\(s\\) patchsize; valid: adaptation, patch_size, class_sep"):
         create_method("lsp", patchsize=4)
-    with pytest.raises(MethodError, match="'adaptation' must be one of 'grid', 'average', got 'diagonal'"):
+    with pytest.raises(MethodError, match="adaptation must be one of 'grid', 'average', got 'diagonal'"):
         create_method("ar", adaptation="diagonal")
-    with pytest.raises(MethodError, match="'patch_size' must be an integer, got 'big'"):
+    with pytest.raises(MethodError, match="patch_size must be an integer, got 'big'"):
         create_method("lsp", patch_size="big")
     with pytest.raises(MethodError, match="patch_size must be at least 1"):
         create_method("lsp", patch_size=0)
@@ -373,7 +373,7 @@ def site(tmp_path, monkeypatch):
     folder = tmp_path / "site-packages"
     folder.mkdir()
     monkeypatch.syspath_prepend(str(folder))
-    monkeypatch.setattr(registry, "_METHODS", dict(registry._METHODS))
+    monkeypatch.setattr(registry.METHODS, "entries", dict(registry.METHODS.entries))
     before = set(sys.modules)
     yield folder
     for module in set(sys.modules) - before:

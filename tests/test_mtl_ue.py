@@ -461,7 +461,7 @@ def test_bad_hyperparameters_name_the_fix(tiny_shapes):
         create_method("mtlue-em", lr_milestones=[80, 60])
     with pytest.raises(MethodError, match="cannot both be false"):
         create_method("mtlue-tap", label_priors=False, image_encoder=False)
-    with pytest.raises(MethodError, match="unprotected_tasks is a list of task names"):
+    with pytest.raises(MethodError, match="unprotected_tasks must be a list, got .smiling."):
         create_method("mtlue-tap", unprotected_tasks="smiling")
     with pytest.raises(MethodError, match="batch_size must be at least 2"):
         create_method("mtlue-sep", batch_size=1)

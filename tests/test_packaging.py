@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import sys
 import tomllib
 from pathlib import Path
 
@@ -42,20 +43,33 @@ def test_every_dependency_range_admits_the_locked_version():
         )
 
 
-def test_conda_environment_pins_match_the_lock():
+def test_conda_environment_installs_the_lock():
     environment = yaml.safe_load((ROOT / "environment.yml").read_text())
     pip_section = next(item["pip"] for item in environment["dependencies"] if isinstance(item, dict))
-    pinned = [Requirement(item) for item in pip_section if not item.startswith("-e")]
-    locked = lock_versions()
-    for requirement in pinned:
-        name = canonicalize_name(requirement.name)
-        (spec,) = requirement.specifier
-        assert spec.operator == "==", f"environment.yml: pin {requirement} with =="
-        assert locked.get(name) == spec.version, (
-            f"environment.yml pins {name}=={spec.version}, requirements.lock has {locked.get(name)}"
-        )
-    direct = {canonicalize_name(Requirement(item).name) for item in project()["dependencies"]}
-    assert direct <= {canonicalize_name(r.name) for r in pinned}, "environment.yml misses a direct dependency"
+    assert pip_section == ["-r requirements.lock", "-e ."], "environment.yml: install exactly requirements.lock, then the project"
+
+
+def test_every_imported_package_is_declared():
+    """Each third-party package the code imports is a direct dependency, not only a transitive one."""
+    import ast
+    from importlib import metadata
+
+    imported = set()
+    for package in ("mtlue", "victims"):
+        for path in (ROOT / package).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+                if isinstance(node, ast.Import):
+                    imported |= {alias.name.split(".")[0] for alias in node.names}
+                elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+                    imported.add(node.module.split(".")[0])
+    third_party = {name for name in imported if name not in sys.stdlib_module_names and name not in ("mtlue", "victims")}
+    distributions = metadata.packages_distributions()
+    declared = {canonicalize_name(Requirement(item).name) for item in project()["dependencies"]}
+    missing = {
+        name: distributions.get(name) for name in third_party
+        if not declared & {canonicalize_name(dist) for dist in distributions.get(name, [name])}
+    }
+    assert not missing, f"imported but not declared in pyproject.toml's dependencies: {missing}"
 
 
 def test_readme_quick_start_matches_ci():

@@ -146,7 +146,7 @@ def _victim_path(results, method="lsp", defense="none", seed=0, backbone="test_r
     [
         (lambda d: "{not json", "cannot be read as JSON"),
         (lambda d: {k: v for k, v in d.items() if k != "aggregate"}, "lacks aggregate"),
-        (lambda d: {**d, "metrics": {**d["metrics"], "count": {"accuracy": "high"}}}, r"metrics.count.accuracy must be a finite number"),
+        (lambda d: {**d, "metrics": {**d["metrics"], "count": {"accuracy": "high"}}}, r"metrics.count.accuracy: 'high' is not of type 'number'"),
         (lambda d: {**d, "seed": 7}, "the file says seed 7 but its path says 0"),
         (lambda d: {**d, "defense": {"name": "cutout", "options": {}}}, "the file says defense 'cutout' but its path says 'none'"),
         (lambda d: {**d, "dataset": {**d["dataset"], "train_images": "ar:0123"}}, "not the poison of method 'lsp'"),

@@ -130,7 +130,7 @@ def test_classification_only_variant_drops_dense_tasks(tmp_path):
         ({"image_size": 8}, "image_size"),
         ({"crop_size": 40}, "crop_size"),
         ({"train_size": 0}, "train_size"),
-        ({"size": 3}, "valid options"),
+        ({"size": 3}, "has no option\\(s\\) size; valid: "),
     ],
 )
 def test_bad_options_name_the_problem(options, message):

@@ -242,7 +242,9 @@ def test_killed_and_resumed_run_ends_bit_identical(dense_squares, tmp_path):
     expected, actual = reference.runs[0].model.state_dict(), resumed.runs[0].model.state_dict()
     assert expected.keys() == actual.keys()
     assert all(torch.equal(expected[key], actual[key]) for key in expected)
-    strip = lambda history: [{k: v for k, v in r.items() if "seconds" not in k} for r in history]
+    def strip(history):
+        return [{k: v for k, v in r.items() if "seconds" not in k} for r in history]
+
     assert strip(resumed.runs[0].fit.history) == strip(reference.runs[0].fit.history)
 
 

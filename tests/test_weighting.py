@@ -218,7 +218,7 @@ def test_unknown_name_lists_the_valid_names():
 
 
 def test_unknown_hyperparameter_is_named_with_the_valid_ones():
-    with pytest.raises(WeightingError, match=r"'temp'.*valid: temperature"):
+    with pytest.raises(WeightingError, match=r"no hyperparameter\(s\) temp; valid: temperature"):
         create_weighting("dwa", 3, temp=1.0)
 
 

@@ -39,6 +39,7 @@ import timm
 import torch
 from torch import nn
 
+from mtlue.errors import BackboneError
 from .config import STEMS
 
 __all__ = [
@@ -59,10 +60,6 @@ Stem = Literal["release", "standard", "cifar"]
 #: Total stride of every dense encoder's deepest feature map; dense inputs are padded to a
 #: multiple of it so that each pyramid level is exactly half the previous one.
 PYRAMID_STRIDE = 32
-
-
-class BackboneError(ValueError):
-    """A backbone cannot be built as asked; the message names the alternatives."""
 
 
 @dataclass(frozen=True)

@@ -25,15 +25,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from mtlue.errors import CheckpointError
 from mtlue.io import atomic_write
 
 __all__ = ["CheckpointError", "TrainingState", "capture_rng", "load_checkpoint", "restore_rng", "save_checkpoint"]
 
 FORMAT = "mtlue-victim-checkpoint/1"
-
-
-class CheckpointError(RuntimeError):
-    """A checkpoint is unreadable or belongs to another run; the message says what to do."""
 
 
 def capture_rng(data_generator: torch.Generator) -> dict[str, Any]:

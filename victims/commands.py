@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
+from mtlue.arguments import key_value
 
 from .config import DECODERS, MODES, STEMS, TrainConfig, VictimConfig
 
@@ -39,13 +39,6 @@ __all__ = ["SEED_FIELD", "add_commands", "add_network_arguments", "add_training_
 
 #: What stands for the seed in ``--out`` and ``--checkpoint-dir`` of a multi-seed ``mtlue victim``.
 SEED_FIELD = "{seed}"
-
-
-def _option(text: str) -> tuple[str, Any]:
-    key, separator, value = text.partition("=")
-    if not separator or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
 
 
 def _amp(text: str) -> bool | None:
@@ -165,7 +158,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     strategy = parser.add_argument_group("multi-task learning")
     strategy.add_argument("--weighting", default=defaults.weighting, help="task-weighting strategy (`mtlue list weightings`)")
     strategy.add_argument(
-        "--weighting-option", action="append", type=_option, default=[], metavar="KEY=VALUE",
+        "--weighting-option", action="append", type=key_value, default=[], metavar="KEY=VALUE",
         help="a hyperparameter of the weighting strategy (repeatable)",
     )
     strategy.add_argument("--mode", choices=MODES, default=defaults.mode, help="mtl: one multi-task network; stl: one network per task")
@@ -175,7 +168,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         help="what the attacker trains with: `mtlue list defenses`, or names joined by '+' (default: %(default)s, crop + flip)",
     )
     defense.add_argument(
-        "--defense-set", action="append", type=_option, default=[], metavar="KEY=VALUE",
+        "--defense-set", action="append", type=key_value, default=[], metavar="KEY=VALUE",
         help="a hyperparameter of the defense, KEY or COMPONENT.KEY for compositions (repeatable)",
     )
     add_training_arguments(parser, several_seeds=True)
@@ -190,7 +183,7 @@ def seed_path(pattern: str, seed: int) -> str:
 
 def _check_seeds(seeds: Sequence[int], out: str, checkpoint_dir: str | None, tags: dict[str, str]) -> None:
     """Refuse seed lists and path patterns that would lose or mix up results (CommandError)."""
-    from mtlue.cli import CommandError
+    from mtlue.errors import CommandError
 
     repeated = sorted({seed for seed in seeds if list(seeds).count(seed) > 1})
     if repeated:
@@ -227,19 +220,16 @@ def _published_images(dataset: Any, poison: str | None) -> tuple[Any, str]:
 
 def _victim(args: argparse.Namespace) -> None:
     from mtlue import timing
-    from mtlue.cli import CommandError
+    from mtlue.errors import CommandError
     from mtlue.data.store import PreparedDataset
-    from mtlue.io import atomic_write_json, check_output_file
+    from mtlue.io import check_output_file
     from mtlue.tracking import log_victim_result, track_victim, tracking_settings
+    from mtlue.logs import show_progress
+    from mtlue.victim_metrics import write_victim_metrics
 
-    from .backbones import BackboneError
-    from .checkpoint import CheckpointError
-    from .defenses import DefenseError
-    from .device import DeviceError
-    from .losses import NonFiniteGradientError, NonFiniteLossError
-    from .metrics import MetricError
+    from mtlue.errors import VictimError
+
     from .run import is_victim_metrics, run_victim
-    from .weighting import WeightingError
 
     seeds = list(args.seed)
     _check_seeds(seeds, args.out, args.checkpoint_dir, dict(args.tags or []))
@@ -268,13 +258,13 @@ def _victim(args: argparse.Namespace) -> None:
             try:
                 result = run_victim(
                     dataset, victim, config, train_images=train_images, train_images_id=train_images_id,
-                    checkpoint_dir=checkpoint_dir, progress=args.progress,
+                    checkpoint_dir=checkpoint_dir, progress=show_progress(args.progress),
                     callbacks=[tracker.epoch_callback(prefix_networks=victim.mode == "stl")] if tracker else (),
                     started=started,
                 )
-            except (BackboneError, WeightingError, DefenseError, CheckpointError, DeviceError, MetricError, NonFiniteLossError, NonFiniteGradientError) as error:
+            except VictimError as error:
                 raise CommandError(f"seed {config.seed}: {error}" if len(seeds) > 1 else str(error)) from error
-            atomic_write_json(out, result.to_json())
+            write_victim_metrics(out, result.to_json())
             if tracker is not None:
                 log_victim_result(tracker, result, out)
         summary = ", ".join(f"{key} {value:.4g}" for key, value in result.aggregate.items())

@@ -17,11 +17,9 @@ import warnings
 
 import torch
 
+from mtlue.errors import DeviceError
+
 __all__ = ["DeviceError", "autocast_dtype", "configure_threads", "resolve_device"]
-
-
-class DeviceError(ValueError):
-    """A requested device or precision is not available here."""
 
 
 def resolve_device(name: str = "auto") -> torch.device:

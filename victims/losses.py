@@ -24,13 +24,14 @@ import torch
 import torch.nn.functional as F
 
 from mtlue.data.tasks import IGNORE_INDEX, Task
+from mtlue.errors import VictimError
 
 __all__ = ["LOSSES", "NonFiniteGradientError", "NonFiniteLossError", "per_sample_loss", "task_loss"]
 
 LossFunction = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
 
 
-class NonFiniteLossError(FloatingPointError):
+class NonFiniteLossError(VictimError, FloatingPointError):
     """Training produced a NaN or infinite loss; the message names epoch, step and task."""
 
     def __init__(self, epoch: int, step: int, task: str, value: float) -> None:
@@ -42,7 +43,7 @@ class NonFiniteLossError(FloatingPointError):
         )
 
 
-class NonFiniteGradientError(FloatingPointError):
+class NonFiniteGradientError(VictimError, FloatingPointError):
     """The losses were finite but their gradients were not; raised before the optimizer step."""
 
     def __init__(self, epoch: int, step: int, norm: float) -> None:

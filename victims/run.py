@@ -7,7 +7,8 @@ network with that task's head only, trained with the same recipe). The training 
 replaced by a published (poisoned) copy of the same shape; targets and the test split always
 come from the prepared dataset.
 
-``VictimResult.to_json()`` is what ``mtlue victim`` writes as ``metrics.json``::
+``VictimResult.to_json()`` is what ``mtlue victim`` writes as ``metrics.json`` (through
+:mod:`mtlue.victim_metrics`; its JSON Schema is ``mtlue/schemas/victim-metrics.schema.json``)::
 
     {
       "format": "mtlue-victim-metrics/1",
@@ -65,6 +66,7 @@ import torch
 from mtlue.data.store import PreparedDataset
 from mtlue.data.tasks import Task
 from mtlue.timing import Instant, process_started
+from mtlue.victim_metrics import FORMAT, is_victim_metrics
 
 from .backbones import get_backbone_spec
 from .batches import BatchSource, SplitArrays
@@ -75,20 +77,6 @@ from .model import MultiTaskModel
 from .train import EpochCallback, FitResult, fit, seed_everything
 
 __all__ = ["RunRecord", "VictimResult", "is_victim_metrics", "run_victim"]
-
-FORMAT = "mtlue-victim-metrics/1"
-
-
-def is_victim_metrics(path: str | os.PathLike[str]) -> bool:
-    """Whether ``path`` is a ``metrics.json`` this module wrote (an earlier result a rerun replaces)."""
-    import json
-
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return False
-    return isinstance(data, dict) and str(data.get("format", "")).startswith("mtlue-victim-metrics/")
-
 
 @dataclass
 class RunRecord:

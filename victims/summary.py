@@ -12,14 +12,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 
 from mtlue.data.tasks import LOWER_IS_BETTER, Task
+from mtlue.errors import MetricError
 
 __all__ = ["MetricError", "TaskResults", "aggregate", "delta_m"]
 
 TaskResults = dict[str, dict[str, float]]
-
-
-class MetricError(ValueError):
-    """A metric cannot be computed from the data given; the message says why."""
 
 
 def aggregate(results: Mapping[str, Mapping[str, float]], tasks: Sequence[Task]) -> dict[str, float]:

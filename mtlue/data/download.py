@@ -34,6 +34,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from mtlue import __version__
 from mtlue.io import file_digest
+from mtlue.logs import progress_bar
 
 from .store import DatasetError
 
@@ -183,11 +184,13 @@ def _stream_to_file(url: str, target: Path, expected: Checksum | None, timeout: 
                     f"downloading {url}: the server sent a web page instead of the file (the link "
                     f"may have expired or need a browser); check the link, {by_hand}"
                 )
-            while chunk := response.read(_CHUNK):
-                out.write(chunk)
-                received += len(chunk)
-                if digest is not None:
-                    digest.update(chunk)
+            with progress_bar(total=declared, desc=dest.name, unit="B", unit_scale=True, unit_divisor=1024) as bar:
+                while chunk := response.read(_CHUNK):
+                    out.write(chunk)
+                    received += len(chunk)
+                    bar.update(len(chunk))
+                    if digest is not None:
+                        digest.update(chunk)
             out.flush()
             os.fsync(out.fileno())
     except urllib.error.HTTPError as error:

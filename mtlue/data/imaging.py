@@ -23,6 +23,8 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
+from mtlue.logs import progress_bar
+
 from .store import DatasetError
 
 __all__ = [
@@ -146,13 +148,14 @@ def write_images(
     total = sum(len(array) for array in destinations.values())
     done = 0
     next_report = 0
-    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool:
+    with ThreadPoolExecutor(max_workers=workers or default_workers()) as pool, progress_bar(total=total, desc=description, unit="image") as bar:
         for chunk in _chunks(iter(jobs), chunk_size):
             arrays = pool.map(transform, [source for _, _, source in chunk])
             for (split, index, _), array in zip(chunk, arrays, strict=True):
                 destinations[split][index] = array
                 written[split][index] = True
             done += len(chunk)
+            bar.update(len(chunk))
             if done >= next_report:
                 logger.info("%s: %d/%d images", description, done, total)
                 next_report = done + max(chunk_size, total // 20)

@@ -13,18 +13,19 @@ single-task sanity protocol): the builder fills every task and the writer keeps 
 from __future__ import annotations
 
 import dataclasses
-import os
-import types
-import typing
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
+
+from mtlue.hyperparameters import build_settings
+from mtlue.registry import Registry
 
 from .store import DatasetError, DatasetWriter
 from .tasks import Task
 
 __all__ = [
+    "DATASETS",
     "DatasetBuilder",
     "register_dataset",
     "list_datasets",
@@ -36,54 +37,6 @@ __all__ = [
 @dataclasses.dataclass(frozen=True)
 class NoOptions:
     """This dataset takes no options."""
-
-
-def _has_type(value: Any, hint: Any) -> bool:
-    """Whether a config or command-line value fits an option's annotation, without coercion:
-    ``maybe`` is no boolean, ``abc`` no integer, ``true`` no integer either."""
-    if hint is Any:
-        return True
-    origin = typing.get_origin(hint)
-    if origin in (typing.Union, types.UnionType):
-        return any(_has_type(value, arm) for arm in typing.get_args(hint))
-    if hint is type(None):
-        return value is None
-    if hint is bool:
-        return isinstance(value, bool)
-    if hint is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if hint is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if hint is str:
-        return isinstance(value, str)
-    if hint is Path:
-        return isinstance(value, (str, os.PathLike))
-    if origin in (tuple, list, Sequence):
-        arms = [arm for arm in typing.get_args(hint) if arm is not Ellipsis]
-        return isinstance(value, (list, tuple)) and all(_has_type(item, arms[0] if arms else Any) for item in value)
-    if origin is dict or hint is dict:
-        return isinstance(value, dict)
-    return True
-
-
-def _type_name(hint: Any) -> str:
-    if typing.get_origin(hint) in (typing.Union, types.UnionType):
-        return " or ".join(_type_name(arm) for arm in typing.get_args(hint))
-    names = {bool: "a boolean (true or false)", int: "an integer", float: "a number", str: "a string",
-             Path: "a path", type(None): "null"}
-    if hint in names:
-        return names[hint]
-    if typing.get_origin(hint) in (tuple, list, Sequence):
-        return "a list"
-    if typing.get_origin(hint) is dict:
-        return "a mapping"
-    return str(hint)
-
-
-def _example(hint: Any) -> str:
-    arms = [arm for arm in typing.get_args(hint) if arm is not type(None)] if typing.get_origin(hint) in (typing.Union, types.UnionType) else [hint]
-    examples = {bool: "true", int: "64", float: "0.5", str: "name", Path: "/data/folder"}
-    return examples.get(arms[0], "[a, b]") if arms else "null"
 
 
 class DatasetBuilder(ABC):
@@ -99,25 +52,7 @@ class DatasetBuilder(ABC):
     def __init__(self, *, select_tasks: Sequence[str] | None = None, **options: Any) -> None:
         #: Names of the tasks the prepared dataset keeps (None: all of them).
         self.select_tasks = None if select_tasks is None else tuple(select_tasks)
-        valid = {field.name for field in dataclasses.fields(self.Options)}
-        unknown = sorted(set(options) - valid)
-        if unknown:
-            raise DatasetError(
-                f"dataset {self.name!r} has no option(s) {', '.join(unknown)}; "
-                f"valid options: {', '.join(sorted(valid)) or 'none'}"
-            )
-        hints = typing.get_type_hints(self.Options)
-        for key, value in options.items():
-            expected = _type_name(hints.get(key, Any))
-            if not _has_type(value, hints.get(key, Any)):
-                raise DatasetError(
-                    f"dataset {self.name!r}: option {key} must be {expected}, got {value!r} "
-                    f"({type(value).__name__}); e.g. {key}={_example(hints[key])}"
-                )
-        try:
-            self.options = self.Options(**options)
-        except (TypeError, ValueError) as error:
-            raise DatasetError(f"dataset {self.name!r}: bad option: {error}") from None
+        self.options = build_settings(self.Options, options, registry=DATASETS, name=self.name, noun="option")
 
     def __repr__(self) -> str:
         view = "" if self.select_tasks is None else f", select_tasks={list(self.select_tasks)}"
@@ -164,41 +99,25 @@ class DatasetBuilder(ABC):
         standard form to ``out_dir`` with a ``DatasetWriter``."""
 
 
-_BUILDERS: dict[str, type[DatasetBuilder]] = {}
+#: The built-in datasets register when :mod:`mtlue.data` is imported.
+DATASETS: Registry[type[DatasetBuilder]] = Registry("dataset", base="mtlue.data.registry:DatasetBuilder", error=DatasetError)
 
 B = TypeVar("B", bound=type[DatasetBuilder])
 
 
-def register_dataset(name: str):
+def register_dataset(name: str) -> Callable[[B], B]:
     """Class decorator adding a ``DatasetBuilder`` under ``name``."""
-
-    def decorator(cls: B) -> B:
-        if name in _BUILDERS and _BUILDERS[name] is not cls:
-            raise ValueError(f"dataset {name!r} is registered twice ({_BUILDERS[name]} and {cls})")
-        cls.name = name
-        _BUILDERS[name] = cls
-        return cls
-
-    return decorator
+    return DATASETS.register(name)
 
 
 def list_datasets() -> list[str]:
-    return sorted(_BUILDERS)
+    return DATASETS.names()
 
 
 def dataset_description(name: str) -> str:
-    return _builder_class(name).description
-
-
-def _builder_class(name: str) -> type[DatasetBuilder]:
-    try:
-        return _BUILDERS[name]
-    except KeyError:
-        raise DatasetError(
-            f"unknown dataset {name!r}; available: {', '.join(list_datasets())}"
-        ) from None
+    return DATASETS.summary(name)
 
 
 def create_builder(name: str, *, select_tasks: Sequence[str] | None = None, **options: Any) -> DatasetBuilder:
     """The builder of dataset ``name`` with ``options``, keeping only ``select_tasks`` if given."""
-    return _builder_class(name)(select_tasks=select_tasks, **options)
+    return DATASETS.get(name)(select_tasks=select_tasks, **options)

@@ -28,6 +28,7 @@ from typing import Any
 
 import numpy as np
 
+from mtlue.errors import DatasetError
 from mtlue.io import FolderOutput, atomic_directory, atomic_write_json, file_sha256
 
 from .tasks import Task, tasks_from_json, tasks_to_json
@@ -49,10 +50,6 @@ MANIFEST = "manifest.json"
 
 #: What ``mtlue prepare --out`` holds: the manifest and the files it lists (see mtlue.io).
 OUTPUT = FolderOutput("prepared dataset", MANIFEST, "mtlue-dataset/", listed=lambda manifest: manifest["files"])
-
-
-class DatasetError(RuntimeError):
-    """A dataset is missing, malformed or fails its checksums; the message says how to fix it."""
 
 
 class SplitWriter:

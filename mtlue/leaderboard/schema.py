@@ -25,7 +25,8 @@ from functools import lru_cache
 from importlib import resources
 from typing import Any
 
-from mtlue.report.collect import CLEAN, NO_DEFENSE, ReportError
+from mtlue.errors import LeaderboardError
+from mtlue.report.collect import CLEAN, NO_DEFENSE
 
 __all__ = ["ENTRY_FORMAT", "LeaderboardError", "entry_schema", "validate_entry"]
 
@@ -39,10 +40,6 @@ ENTRY_FORMAT = "mtlue-leaderboard-entry/4"
 SCHEMA_NAME = "leaderboard-entry.schema.json"
 #: Tolerance of the consistency checks: entries store full-precision means.
 _TOLERANCE = 1e-9
-
-
-class LeaderboardError(ReportError):
-    """A leaderboard entry is invalid; the message names the entry and the problem."""
 
 
 @lru_cache(maxsize=1)

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import typing
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar
 
 import numpy as np
 
-from mtlue.config import ConfigError
 from mtlue.data.store import PreparedDataset
+from mtlue.errors import MethodError
+from mtlue.hyperparameters import build_settings
 from mtlue.poisons import (
     DEFAULT_EPSILON,
     POISONED_SPLIT,
@@ -30,6 +30,7 @@ from mtlue.poisons import (
 )
 
 from .progress import GenerationMonitor
+from .registry import METHODS
 
 __all__ = [
     "MethodError",
@@ -38,13 +39,6 @@ __all__ = [
     "NoHyperparameters",
     "UEMethod",
 ]
-
-
-class MethodError(ConfigError):
-    """A method cannot be created or run as configured; the message names the fix.
-
-    A ``ConfigError``: the method, its hyperparameters and its inputs all come from the config.
-    """
 
 
 class Requirement(str, Enum):
@@ -158,7 +152,8 @@ class UEMethod(ABC):
     closed_form: ClassVar[bool] = False
 
     def __init__(self, **hyperparameters: Any) -> None:
-        self.hyperparameters = _build_hyperparameters(type(self), hyperparameters)
+        cls = type(self)
+        self.hyperparameters = build_settings(cls.Hyperparameters, hyperparameters, registry=METHODS, name=cls.name, noun="hyperparameter", widen=True)
 
     def __repr__(self) -> str:
         values = ", ".join(f"{key}={value!r}" for key, value in self.hyperparameters_dict().items())
@@ -200,47 +195,3 @@ def _stable_key(key: str | int) -> int:
     if isinstance(key, str):
         return int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "little")
     raise TypeError(f"random stream keys are strings or non-negative integers, got {key!r}")
-
-
-def _build_hyperparameters(cls: type[UEMethod], given: dict[str, Any]) -> Any:
-    schema = cls.Hyperparameters
-    hints = typing.get_type_hints(schema)
-    valid = [item.name for item in dataclasses.fields(schema)]
-    unknown = sorted(set(given) - set(valid))
-    if unknown:
-        raise MethodError(
-            f"method {cls.name!r} has no hyperparameter(s) {', '.join(unknown)}; "
-            f"valid: {', '.join(valid) or 'none'}"
-        )
-    values = {name: _coerce(cls.name, name, value, hints[name]) for name, value in given.items()}
-    try:
-        return schema(**values)
-    except (TypeError, ValueError) as error:
-        raise MethodError(f"method {cls.name!r}: {error}") from None
-
-
-def _coerce(method: str, name: str, value: Any, hint: Any) -> Any:
-    """Check ``value`` against the dataclass annotation; ints are accepted where floats are."""
-    wrong = f"method {method!r}: hyperparameter {name!r} "
-    if typing.get_origin(hint) is Literal:
-        choices = typing.get_args(hint)
-        if value not in choices:
-            raise MethodError(f"{wrong}must be one of {', '.join(map(repr, choices))}, got {value!r}")
-        return value
-    if hint is bool:
-        if not isinstance(value, bool):
-            raise MethodError(f"{wrong}must be true or false, got {value!r}")
-        return value
-    if hint is int:
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)):
-            raise MethodError(f"{wrong}must be an integer, got {value!r}")
-        return int(value)
-    if hint is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float, np.integer, np.floating)):
-            raise MethodError(f"{wrong}must be a number, got {value!r}")
-        return float(value)
-    if hint is str:
-        if not isinstance(value, str):
-            raise MethodError(f"{wrong}must be a string, got {value!r}")
-        return value
-    return value

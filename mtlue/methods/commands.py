@@ -16,10 +16,8 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from typing import Any
 
-import yaml
-
+from mtlue.arguments import key_value
 from mtlue.poisons import DEFAULT_EPSILON
 
 __all__ = ["add_commands", "run_poison"]
@@ -46,7 +44,7 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
         dest="hyperparameters",
         action="append",
         default=[],
-        type=_hyperparameter,
+        type=key_value,
         metavar="KEY=VALUE",
         help="one method hyperparameter, VALUE read as YAML (repeatable)",
     )
@@ -68,13 +66,6 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
     )
     add_tracking_arguments(poison)
     poison.set_defaults(handler=run_poison)
-
-
-def _hyperparameter(text: str) -> tuple[str, Any]:
-    key, separator, value = text.partition("=")
-    if not separator or not key:
-        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
-    return key, yaml.safe_load(value)
 
 
 def run_poison(args: argparse.Namespace) -> None:
@@ -105,12 +96,9 @@ def run_poison(args: argparse.Namespace) -> None:
         raise MethodError(f"hyperparameter(s) {', '.join(repeated)} set more than once with --set; keep one")
     method = create_method(args.method, **dict(args.hyperparameters))
     if args.num_threads is not None:
-        from victims.device import DeviceError, configure_threads
+        from victims.device import configure_threads
 
-        try:
-            configure_threads(args.num_threads)
-        except DeviceError as error:
-            raise MethodError(str(error)) from None
+        configure_threads(args.num_threads)
     dataset = PreparedDataset(args.data)
     surrogate, checkpoints = args.surrogate, tuple(args.surrogate_checkpoints)
     if args.surrogate_dir is not None:

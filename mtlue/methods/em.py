@@ -72,7 +72,7 @@ from mtlue.data.store import PreparedDataset
 
 from .base import GenerationContext, Requirement, UEMethod
 from .registry import register_method
-from .tap import PGDHyperparameters
+from .pgd_hyperparameters import PGDHyperparameters
 
 __all__ = ["EMHyperparameters", "EMMethod", "EMRun", "error_minimizing_noise", "training_error"]
 

@@ -48,7 +48,6 @@ Where we differ from the release, and why:
 from __future__ import annotations
 
 import math
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -56,10 +55,10 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm import tqdm
 
 from mtlue.data.store import PreparedDataset
 from mtlue.data.tasks import Task, TaskKind
+from mtlue.logs import progress_bar
 from mtlue.poisons import POISONED_SPLIT
 from victims.augment import CenterCrop, RandomCropFlip, to_unit_range
 from victims.batches import BatchSource, SplitArrays, epoch_batches, sequential_batches
@@ -403,11 +402,10 @@ def run_generator_training(
     monitor = monitor if monitor is not None else GenerationMonitor()
     monitor.begin(
         rule=stop_rule.describe(trainer.loss_tasks), unit="epoch", cap=max_epochs, cap_hyperparameter="max_epochs",
-        target=stop_rule.targets(trainer.loss_tasks),
+        target=stop_rule.targets(trainer.loss_tasks), bar=False,
     )
     reached = False
-    show = sys.stderr.isatty() if progress is None else progress
-    bar = tqdm(total=max_epochs, desc=name, unit="epoch", disable=not show, leave=False)
+    bar = progress_bar(total=max_epochs, desc=name, unit="epoch", requested=progress)
     try:
         for epoch in range(1, max_epochs + 1):
             started = time.perf_counter()

@@ -8,7 +8,7 @@ targeted adversarial poisons (TAP, Fowl et al., NeurIPS 2021, https://arxiv.org/
 and their checkpoint ensemble (SEP, Chen et al., ICLR 2023, https://arxiv.org/abs/2211.12005).
 
 The methods' step counts and sizes live in their hyperparameters
-(:class:`mtlue.methods.tap.PGDHyperparameters`: MTL-UE's 20 steps of 0.8/255 at 8/255).
+(:class:`mtlue.methods.pgd_hyperparameters.PGDHyperparameters`: MTL-UE's 20 steps of 0.8/255 at 8/255).
 
 Conventions, chosen so that what is optimised is what gets published:
 
@@ -52,7 +52,7 @@ from .base import GenerationContext, MethodError
 from .objectives import OBJECTIVES, shifted_targets, ue_loss
 
 if TYPE_CHECKING:
-    from .tap import PGDHyperparameters
+    from .pgd_hyperparameters import PGDHyperparameters
 
 #: Memory for keeping the training split on the device (as ``TrainConfig.data_budget_mb``).
 DATA_BUDGET_BYTES = 2048 * 2**20

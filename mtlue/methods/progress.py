@@ -29,6 +29,8 @@ import logging
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
+from mtlue.errors import MethodError
+from mtlue.logs import progress_bar
 from mtlue.poisons.convergence import STOPPED_BY, Convergence, json_value
 
 __all__ = ["GenerationMonitor", "ProgressListener"]
@@ -72,6 +74,7 @@ class GenerationMonitor:
         self._history: list[dict[str, Any]] = []
         self._ended: Convergence | None = None
         self._result: Convergence | None = None
+        self._bar: Any = None
 
     def result(self, *, closed_form: bool) -> Convergence:
         """The record of the generation that just ran (module docstring, step 3)."""
@@ -99,11 +102,13 @@ class GenerationMonitor:
         cap_hyperparameter: str | None = None,
         planned: int | None = None,
         target: Mapping[str, float] | None = None,
+        bar: bool = True,
     ) -> None:
         """Declare the run: its stop ``rule`` in words, what a step is (``unit``: "round", "epoch",
         "batch"), the ``cap`` on steps and the hyperparameter that sets it, or, for a method
         without a rule, the ``planned`` number of steps; ``target`` the rule's threshold per
-        statistic (the statistic must end at most this)."""
+        statistic (the statistic must end at most this). A progress bar counts the steps on a
+        terminal (:func:`mtlue.logs.progress_bar`); ``bar=False`` for a method that draws its own."""
         if self._rule is not None and self._ended is None:
             raise self._bug(f"declared a new run while its run of {len(self._history)} {self._unit}(s) had not ended")
         if self._rule is not None:
@@ -113,6 +118,7 @@ class GenerationMonitor:
         self._rule, self._unit, self._cap, self._cap_hyperparameter = rule, unit, cap, cap_hyperparameter
         self._planned = planned if cap is None else cap
         self._target = {name: float(value) for name, value in (target or {}).items()}
+        self._bar = progress_bar(total=self._planned, desc=self._method or "generation", unit=unit, requested=None if bar else False)
 
     def step(self, step: int, values: Mapping[str, Any]) -> None:
         """Report step ``step`` (1, 2, ...): numbers, None, or mappings of them (e.g. per-task errors)."""
@@ -123,6 +129,7 @@ class GenerationMonitor:
         record = {name: json_value(value) for name, value in values.items()}
         self._history.append({self._unit: int(step), **record})
         logger.info("%s", self._line(int(step), record))
+        self._bar.update(1)
         for listener in self._listeners:
             listener(int(step), record)
 
@@ -134,6 +141,7 @@ class GenerationMonitor:
             raise self._bug("ended a run it never declared (end() before begin())")
         if stopped_by not in ("stop_rule", "cap", "fixed_steps"):
             raise self._bug(f"says its run stopped by {stopped_by!r}; an iterating method stops by stop_rule, cap or fixed_steps")
+        self._bar.close()
         if final is None:
             last = self._history[-1] if self._history else {}
             final = {name: last.get(name) for name in self._target}
@@ -147,9 +155,6 @@ class GenerationMonitor:
         return self._ended
 
     def _bug(self, problem: str) -> Exception:
-        # Imported here: base imports this module for GenerationContext.
-        from .base import MethodError
-
         return MethodError(f"method {self._method or '?'} {problem}: a bug in the method, not in the data")
 
     # -- log lines ---------------------------------------------------------------------------

@@ -59,9 +59,8 @@ from typing import Any
 
 from mtlue.data.store import PreparedDataset
 from mtlue.data.tasks import Task, tasks_to_json
+from mtlue.errors import SurrogateError
 from mtlue.io import FolderOutput, atomic_directory, atomic_write, atomic_write_json, file_sha256
-
-from .base import MethodError
 
 __all__ = [
     "CARD_NAME",
@@ -92,10 +91,6 @@ FINAL_NAME = "final.pt"
 DEFAULT_EVERY = 4
 #: Name of ``fit``'s resumable training checkpoint inside ``checkpoint_dir``.
 TRAINING_CHECKPOINT = "training.pt"
-
-
-class SurrogateError(MethodError):
-    """A surrogate cannot be trained or loaded as asked; the message names the fix."""
 
 
 def snapshot_name(epoch: int) -> str:

@@ -45,17 +45,14 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 
 def run_surrogate(args: argparse.Namespace) -> None:
-    from mtlue.cli import CommandError
+    from mtlue.errors import CommandError
     from mtlue.data.store import PreparedDataset
     from mtlue.tracking import log_surrogate_result, track_surrogate, tracking_settings
-    from victims.backbones import BackboneError
-    from victims.checkpoint import CheckpointError
     from victims.commands import network_options, train_config
     from victims.config import VictimConfig
-    from victims.device import DeviceError
-    from victims.losses import NonFiniteGradientError, NonFiniteLossError
 
     from mtlue.io import check_output_dir
+    from mtlue.logs import show_progress
 
     from .surrogate import OUTPUT, train_surrogate
 
@@ -70,14 +67,11 @@ def run_surrogate(args: argparse.Namespace) -> None:
     print(f"training the surrogate of {dataset.name}: {victim.backbone}, {config.epochs} epochs, "
           f"snapshot every {args.every}, seed {config.seed}", file=sys.stderr)
     with track_surrogate(settings, args, dataset, victim, config) as tracker:
-        try:
-            card = train_surrogate(
-                dataset, args.out, victim=victim, config=config, every=args.every,
-                checkpoint_dir=args.checkpoint_dir, progress=args.progress,
-                callbacks=[tracker.epoch_callback()] if tracker else (),
-            )
-        except (BackboneError, CheckpointError, DeviceError, NonFiniteLossError, NonFiniteGradientError) as error:
-            raise CommandError(str(error)) from error
+        card = train_surrogate(
+            dataset, args.out, victim=victim, config=config, every=args.every,
+            checkpoint_dir=args.checkpoint_dir, progress=show_progress(args.progress),
+            callbacks=[tracker.epoch_callback()] if tracker else (),
+        )
         if tracker is not None:
             log_surrogate_result(tracker, card, args.out)
     epochs = ", ".join(str(item.epoch) for item in card.snapshots)

@@ -4,7 +4,8 @@ The workflow writes one file per victim at::
 
     {results}/{dataset}/victims/{method}/{backbone}/{weighting}/{defense}/seed{seed}/metrics.json
 
-(layout of the file: :mod:`victims.run`). The path names the method (the poison the victim
+(layout of the file: ``mtlue/schemas/victim-metrics.schema.json``, read through
+:mod:`mtlue.victim_metrics`). The path names the method (the poison the victim
 trained on) and the defense; the file must agree with the path on everything both record
 (dataset, backbone, weighting, seed, and the defense when the file has a ``defense`` key), so a
 file copied to the wrong place is refused instead of being counted under the wrong axis.
@@ -12,14 +13,14 @@ file copied to the wrong place is refused instead of being counted under the wro
 
 from __future__ import annotations
 
-import json
-import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from mtlue.data.tasks import Task
+from mtlue.errors import ReportError
+from mtlue.victim_metrics import RERUN, read_victim_metrics
 
 __all__ = [
     "AXES",
@@ -34,7 +35,6 @@ __all__ = [
     "defense_order",
 ]
 
-FORMAT = "mtlue-victim-metrics/1"
 #: The baseline method: the unmodified training split, published through the same path.
 CLEAN = "clean"
 #: The attacker's standard training (random crop + flip), i.e. no defense against the poison.
@@ -42,11 +42,7 @@ NO_DEFENSE = "none"
 #: The axes of a victim, in the order of its path.
 AXES = ("method", "backbone", "weighting", "defense", "seed")
 
-_RERUN = "delete it and rerun its victim (`mtlue victim`)"
-
-
-class ReportError(ValueError):
-    """Results cannot be turned into tables or leaderboard entries; the message says why and what to do."""
+_RERUN = RERUN
 
 
 @dataclass(frozen=True)
@@ -139,33 +135,15 @@ def load_victim(path: str | Path, dataset: str | None = None) -> VictimRecord:
         raise ReportError(f"{path}: folder {seed_part!r} must be seedN with N a non-negative integer")
     seed = int(seed_part[4:])
     dataset = dataset or path_dataset
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        raise ReportError(f"{path} cannot be read as JSON ({error}); {_RERUN}") from None
-    if not isinstance(data, dict) or data.get("format") != FORMAT:
-        found = data.get("format") if isinstance(data, dict) else type(data).__name__
-        raise ReportError(f"{path} has format {found!r}, expected {FORMAT!r}; {_RERUN}")
-    missing = [key for key in ("dataset", "backbone", "weighting", "mode", "seed", "metrics", "aggregate", "runs") if key not in data]
-    if missing:
-        raise ReportError(f"{path} lacks {', '.join(missing)}; {_RERUN}")
-    info = _mapping(data["dataset"], path, "dataset")
-    missing = [key for key in ("name", "tasks", "train_content_hash", "test_content_hash", "train_images") if key not in info]
-    if missing:
-        raise ReportError(f"{path}: dataset lacks {', '.join(missing)}; {_RERUN}")
+    data = read_victim_metrics(path)
+    info = data["dataset"]
     try:
         tasks = tuple(Task.from_json(item) for item in info["tasks"])
-    except (KeyError, TypeError, ValueError) as error:
+    except ValueError as error:
         raise ReportError(f"{path}: dataset.tasks is not a list of tasks ({error!r}); {_RERUN}") from None
-    if not tasks:
-        raise ReportError(f"{path}: dataset.tasks is empty; {_RERUN}")
-
-    declared_defense = data.get("defense")
-    defense_options: dict[str, Any] = {}
-    if declared_defense is not None:
-        declared = _mapping(declared_defense, path, "defense")
-        defense_options = dict(_mapping(declared.get("options", {}), path, "defense.options"))
-        declared_defense = declared.get("name")
+    declared = data.get("defense", {})
+    defense_options = dict(declared.get("options", {}))
+    declared_defense = declared.get("name")
     for axis, in_file, in_path in (
         ("dataset", info["name"], dataset),
         ("backbone", data["backbone"], backbone),
@@ -185,18 +163,15 @@ def load_victim(path: str | Path, dataset: str | None = None) -> VictimRecord:
             f"(expected 'clean' or '{method}:<sha256>'); it was copied to the wrong folder: move it or rerun its victim"
         )
 
-    metrics_data = _mapping(data["metrics"], path, "metrics")
-    metrics: dict[str, dict[str, float]] = {}
-    for task in tasks:
-        values = _mapping(metrics_data.get(task.name), path, f"metrics.{task.name}")
-        metrics[task.name] = {metric: _finite(values.get(metric), path, f"metrics.{task.name}.{metric}") for metric in task.metrics}
-    aggregate = {key: _finite(value, path, f"aggregate.{key}") for key, value in _mapping(data["aggregate"], path, "aggregate").items()}
+    missing = [f"metrics.{task.name}.{metric}" for task in tasks for metric in task.metrics if metric not in data["metrics"].get(task.name, {})]
+    if missing:
+        raise ReportError(f"{path} lacks {', '.join(missing)}; {_RERUN}")
+    metrics = {task.name: {metric: float(data["metrics"][task.name][metric]) for metric in task.metrics} for task in tasks}
+    aggregate = {key: float(value) for key, value in data["aggregate"].items()}
     if any(task.kind.is_classification for task in tasks) and "classification_mean" not in aggregate:
         raise ReportError(f"{path}: aggregate lacks classification_mean, which a dataset with classification tasks has; {_RERUN}")
     runs = data["runs"]
-    if not isinstance(runs, list) or not all(isinstance(run, dict) and isinstance(run.get("history", []), list) for run in runs):
-        raise ReportError(f"{path}: runs must be a list of objects with a history list; {_RERUN}")
-    history = tuple(epoch for epoch in runs[0].get("history", ()) if isinstance(epoch, dict)) if len(runs) == 1 else ()
+    history = tuple(runs[0].get("history", ())) if len(runs) == 1 else ()
     return VictimRecord(
         path=path, dataset=dataset, method=method, backbone=backbone, weighting=weighting, defense=defense, seed=seed,
         mode=str(data["mode"]), tasks=tasks, metrics=metrics, aggregate=aggregate, train_images=train_images,
@@ -205,13 +180,3 @@ def load_victim(path: str | Path, dataset: str | None = None) -> VictimRecord:
     )
 
 
-def _mapping(value: Any, path: Path, key: str) -> Mapping[str, Any]:
-    if not isinstance(value, Mapping):
-        raise ReportError(f"{path}: {key} must be an object, got {type(value).__name__}; {_RERUN}")
-    return value
-
-
-def _finite(value: Any, path: Path, key: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
-        raise ReportError(f"{path}: {key} must be a finite number, got {value!r}; {_RERUN}")
-    return float(value)

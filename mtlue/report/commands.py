@@ -56,32 +56,20 @@ def _selection(args: argparse.Namespace, *, protocol: bool = False):
 
 
 def _report(args: argparse.Namespace) -> None:
-    from mtlue.cli import CommandError
-
     from .build import build_dataset_report
-    from .collect import ReportError
 
-    try:
-        selection, config_hash = _selection(args)
-        protocol, _ = _selection(args, protocol=True)
-        report = build_dataset_report(args.results, args.dataset, selection, config_hash, protocol)
-    except ReportError as error:
-        raise CommandError(str(error)) from error
+    selection, config_hash = _selection(args)
+    protocol, _ = _selection(args, protocol=True)
+    report = build_dataset_report(args.results, args.dataset, selection, config_hash, protocol)
     written = report.write(args.out)
     print(f"{args.dataset}: {len(report.records)} victims -> {len(written)} files in {args.out}", file=sys.stderr)
 
 
 def _leaderboard(args: argparse.Namespace) -> None:
-    from mtlue.cli import CommandError
     from mtlue.leaderboard.build import build_leaderboard
 
-    from .collect import ReportError
-
-    try:
-        selection, config_hash = _selection(args, protocol=True)
-        board = build_leaderboard(args.results, selection, args.protocol, config_hash, args.datasets)
-    except ReportError as error:
-        raise CommandError(str(error)) from error
+    selection, config_hash = _selection(args, protocol=True)
+    board = build_leaderboard(args.results, selection, args.protocol, config_hash, args.datasets)
     board.write(args.out)
     for item in board.skipped:
         print(f"not ranked: {item.dataset}/{item.protocol}/{item.method}: {item.reason}", file=sys.stderr)

@@ -44,6 +44,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
+from mtlue.errors import TrackingError
+
 __all__ = [
     "ARTIFACTS_DIRNAME",
     "LOCK_SECONDS",
@@ -68,10 +70,6 @@ LOCK_SECONDS = 600.0
 _LOCK_MESSAGES = ("database is locked", "database table is locked", "database schema is locked", "sqlite_busy")
 
 T = TypeVar("T")
-
-
-class TrackingError(RuntimeError):
-    """The MLflow store cannot be opened or written; the message names the store and the fix."""
 
 
 def sqlite_path(uri: str) -> Path | None:

@@ -29,6 +29,7 @@ import numpy as np
 import torch
 
 from mtlue.data.tasks import Task
+from mtlue.errors import DefenseError
 from victims.hyperparameters import KeywordHyperparameters
 
 if TYPE_CHECKING:
@@ -52,10 +53,6 @@ Targets = dict[str, torch.Tensor]
 
 #: The stages in the order a composed defense applies them.
 STAGES: tuple[str, ...] = ("split", "batch", "procedure")
-
-
-class DefenseError(ValueError):
-    """A defense name, option, composition or input that cannot be used; the message says the fix."""
 
 
 @dataclass

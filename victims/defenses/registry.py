@@ -24,18 +24,14 @@ pulls PIL, UEraser its augmentation ops); listing the names imports nothing.
 
 from __future__ import annotations
 
-import importlib
-import re
-import sys
 from collections.abc import Callable, Mapping
 from typing import Any, TypeVar
 
+from mtlue.registry import Registry
+
 from .base import STAGES, Defense, DefenseError
 
-__all__ = ["BUILTIN", "create_defense", "defense_class", "defense_description", "list_defenses", "register_defense", "split_spec"]
-
-_NAME = re.compile(r"^[a-z][a-z0-9]*(-[a-z0-9]+)*$")
-_DEFENSES: dict[str, tuple[type[Defense], dict[str, Any]]] = {}
+__all__ = ["BUILTIN", "DEFENSES", "create_defense", "defense_class", "defense_description", "list_defenses", "register_defense", "split_spec"]
 
 #: The built-in defenses and the module that registers each, imported on first use. A new
 #: defense module adds its names here.
@@ -56,64 +52,38 @@ BUILTIN: dict[str, str] = {
     "at-2": "victims.defenses.at",
 }
 
+DEFENSES: Registry[type[Defense]] = Registry("defense", base="victims.defenses.base:Defense", error=DefenseError, builtin=BUILTIN)
+
 D = TypeVar("D", bound=type[Defense])
 
 
 def register_defense(name: str, **defaults: Any) -> Callable[[D], D]:
     """Class decorator adding a ``Defense`` subclass under ``name`` with these default hyperparameters.
 
-    Names are lower case letters, digits and inner '-' (no '+', which composes, nor '/'), so a
+    Names follow :data:`mtlue.registry.NAME_RULE` (no '+', which composes, nor '.' or '/'), so a
     spec is a safe path component.
     """
-    if not _NAME.match(name):
-        raise ValueError(f"defense name {name!r} must be lower case letters and digits with inner '-', starting with a letter")
-
-    def decorator(cls: D) -> D:
-        if not (isinstance(cls, type) and issubclass(cls, Defense)):
-            raise TypeError(f"register_defense({name!r}) decorates Defense subclasses, got {cls!r}")
-        unknown = sorted(set(defaults) - set(cls.hyperparameter_names()))
-        if unknown:
-            raise TypeError(f"register_defense({name!r}): {cls.__name__} has no hyperparameter(s) {unknown}")
-        if name in BUILTIN and cls.__module__ != BUILTIN[name]:
-            raise ValueError(f"defense {name!r} is registered twice ({BUILTIN[name]} and {cls})")
-        if name in _DEFENSES and _DEFENSES[name][0] is not cls:
-            raise ValueError(f"defense {name!r} is registered twice ({_DEFENSES[name][0]} and {cls})")
-        _DEFENSES[name] = (cls, dict(defaults))
-        return cls
-
-    return decorator
+    return DEFENSES.register(name, **defaults)
 
 
 def list_defenses() -> list[str]:
     """Built-in and registered defenses, sorted (nothing is imported)."""
-    return sorted(set(BUILTIN) | set(_DEFENSES))
-
-
-def _load(name: str) -> None:
-    """Import the module of built-in defense ``name`` unless it is registered already."""
-    if name not in _DEFENSES and name in BUILTIN:
-        importlib.import_module(BUILTIN[name])
-        if name not in _DEFENSES:
-            raise DefenseError(f"module {BUILTIN[name]} registers no defense {name!r}; fix its @register_defense or BUILTIN")
+    return DEFENSES.names()
 
 
 def defense_class(name: str) -> type[Defense]:
-    _load(name)
-    try:
-        return _DEFENSES[name][0]
-    except KeyError:
-        raise DefenseError(f"unknown defense {name!r}; available: {', '.join(list_defenses())} (compose with '+')") from None
+    if name not in DEFENSES.names():
+        raise DEFENSES.unknown(name, " (compose with '+')")
+    return DEFENSES.get(name)
 
 
 def defense_description(name: str) -> str:
-    """One line for ``mtlue list defenses --json``: the first line of the defense's module
+    """One line for ``mtlue list defenses --json``: the first paragraph of the defense's module
     docstring (which cites its paper), its stage and its defaults."""
-    cls, defaults = _DEFENSES[name] if name in _DEFENSES else (defense_class(name), {})
-    text = (sys.modules[cls.__module__].__doc__ or cls.__doc__ or name).strip()
-    summary = " ".join(line.strip() for line in text.split("\n\n")[0].splitlines())
+    cls = defense_class(name)
     settings = _build(name, {}).hyperparameters()
     shown = ", ".join(f"{key}={value!r}" for key, value in settings.items())
-    return f"{summary} [{cls.stage}{'; ' + shown if shown else ''}]"
+    return f"{DEFENSES.summary(name)} [{cls.stage}{'; ' + shown if shown else ''}]"
 
 
 def split_spec(spec: str) -> list[str]:
@@ -124,8 +94,8 @@ def split_spec(spec: str) -> list[str]:
 
 
 def _build(name: str, options: Mapping[str, Any]) -> Defense:
-    _load(name)
-    cls, defaults = _DEFENSES[name]
+    entry = DEFENSES.entry(name)
+    cls, defaults = entry.cls, entry.defaults
     try:
         defense = cls(**{**defaults, **options})
     except TypeError as error:

@@ -14,11 +14,13 @@ Defaults c = 0.4 (``--alpha 0.4`` in the authors' NYUv2 run script; LibMTL's def
 rescale = 1 (the official code's and LibMTL's).
 
 Solver: scipy SLSQP on the K x K Gramian, following the official implementation (and LibMTL),
-inside a torchjd Gramian weighting. torchjd's own ``CAGrad`` solves the primal with cvxpy and
-would add cvxpy and its solvers as dependencies for a K-dimensional problem; the tests check
-that both agree when cvxpy is installed. They differ at Pareto-stationary points (some convex
-combination of the task gradients is zero): torchjd then returns a zero update, while the
-official code, and this module, return the average gradient g0 (the centre of the ball).
+inside a torchjd Gramian weighting. torchjd's own ``CAGrad`` solves the same K-dimensional
+problem with cvxpy's Clarabel solver, and cvxpy is installed (for nash_mtl), so the reason for
+a solver of our own is fidelity, not a dependency: this one is the official code's, and it keeps
+the official answer where the two differ. The tests check that both agree elsewhere. They differ
+at Pareto-stationary points (some convex combination of the task gradients is zero): torchjd
+then returns a zero update, while the official code, and this module, return the average
+gradient g0 (the centre of the ball).
 """
 
 from __future__ import annotations

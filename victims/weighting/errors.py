@@ -1,10 +1,8 @@
-"""The strategies' error type, in a torch-free module so that the registry can raise it before
-any strategy (or torch) is imported."""
+"""The strategies' error type, importable without torch so that the registry can raise it
+before any strategy (or torch) is imported. Defined in :mod:`mtlue.errors`."""
 
 from __future__ import annotations
 
+from mtlue.errors import WeightingError
+
 __all__ = ["WeightingError"]
-
-
-class WeightingError(ValueError):
-    """A strategy name, hyperparameter or input that cannot be used."""

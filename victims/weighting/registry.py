@@ -15,11 +15,10 @@ when it registers, so the table cannot drift from the code.
 
 from __future__ import annotations
 
-import ast
-import importlib
-import importlib.util
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, NamedTuple, TypeVar
+
+from mtlue.registry import Registry
 
 from .errors import WeightingError
 
@@ -29,6 +28,7 @@ if TYPE_CHECKING:
 __all__ = [
     "BUILTIN",
     "BuiltinWeighting",
+    "WEIGHTINGS",
     "create_weighting",
     "list_weightings",
     "register_weighting",
@@ -67,10 +67,25 @@ BUILTIN: dict[str, BuiltinWeighting] = {
     "nash_mtl": BuiltinWeighting("victims.weighting.nash_mtl", _AGGREGATION),
     "upgrad": BuiltinWeighting("victims.weighting.upgrad", _AGGREGATION),
     "dualproj": BuiltinWeighting("victims.weighting.dualproj", _AGGREGATION),
-    "config": BuiltinWeighting("victims.weighting.conflict_free", _AGGREGATION),
+    "config": BuiltinWeighting("victims.weighting.config", _AGGREGATION),
 }
 
-_STRATEGIES: dict[str, type[Weighting]] = {}
+def _check_family(name: str, cls: type[Weighting]) -> None:
+    builtin = BUILTIN.get(name)
+    if builtin is not None and cls.family != builtin.family:
+        raise WeightingError(
+            f"weighting {name!r}: {cls.__qualname__} is in the {cls.family!r} family but "
+            f"victims.weighting.registry.BUILTIN lists {builtin.family!r}; correct the table"
+        )
+
+
+WEIGHTINGS: Registry[type[Weighting]] = Registry(
+    "weighting",
+    base="victims.weighting.base:Weighting",
+    error=WeightingError,
+    builtin={name: row.module for name, row in BUILTIN.items()},
+    check=_check_family,
+)
 
 W = TypeVar("W", bound="type[Weighting]")
 
@@ -81,91 +96,37 @@ def register_weighting(name: str) -> Callable[[W], W]:
     A built-in name belongs to its ``BUILTIN`` module: another class taking it is refused even
     before that module is imported, and the built-in class must have the family listed there.
     """
-
-    def decorator(cls: W) -> W:
-        builtin = BUILTIN.get(name)
-        if builtin is not None and cls.__module__ != builtin.module:
-            raise ValueError(f"weighting {name!r} is registered twice ({builtin.module}, {cls})")
-        if name in _STRATEGIES and _STRATEGIES[name] is not cls:
-            raise ValueError(f"weighting {name!r} is registered twice ({_STRATEGIES[name]}, {cls})")
-        if builtin is not None and cls.family != builtin.family:
-            raise ValueError(
-                f"weighting {name!r}: {cls.__qualname__} is in the {cls.family!r} family but "
-                f"victims.weighting.registry.BUILTIN lists {builtin.family!r}; correct the table"
-            )
-        cls.name = name
-        _STRATEGIES[name] = cls
-        return cls
-
-    return decorator
+    return WEIGHTINGS.register(name)
 
 
 def list_weightings() -> list[str]:
     """Built-in and registered strategies, sorted (nothing is imported)."""
-    return sorted(set(BUILTIN) | set(_STRATEGIES))
+    return WEIGHTINGS.names()
 
 
 def weighting_family(name: str) -> str:
     """``"loss scaling"`` or ``"gradient aggregation"``, without importing a built-in's module."""
-    if name in _STRATEGIES:
-        return _STRATEGIES[name].family
+    if name in WEIGHTINGS.entries:
+        return WEIGHTINGS.entries[name].cls.family
     if name in BUILTIN:
         return BUILTIN[name].family
-    raise _unknown(name)
+    raise WEIGHTINGS.unknown(name)
 
 
 def weighting_description(name: str) -> str:
     """One line for ``mtlue list weightings --json``: the first line of the strategy's module
     docstring (which cites its paper) and its family, read without importing a built-in."""
-    if name in _STRATEGIES:
-        cls = _STRATEGIES[name]
-        module = importlib.import_module(cls.__module__)
-        text = module.__doc__ or cls.__doc__
-    elif name in BUILTIN:
-        text = _module_docstring(BUILTIN[name].module)
-    else:
-        raise _unknown(name)
-    summary = (text or name).strip().splitlines()[0]
-    return f"{summary} [{weighting_family(name)}]"
+    return f"{WEIGHTINGS.summary(name)} [{weighting_family(name)}]"
 
 
 def weighting_class(name: str) -> type[Weighting]:
     """The class of strategy ``name``, importing its module on first use."""
-    if name not in _STRATEGIES and name in BUILTIN:
-        importlib.import_module(BUILTIN[name].module)
-        if name not in _STRATEGIES:
-            raise WeightingError(
-                f"module {BUILTIN[name].module} registers no weighting {name!r}; "
-                f"fix its @register_weighting or victims.weighting.registry.BUILTIN"
-            )
-    try:
-        return _STRATEGIES[name]
-    except KeyError:
-        raise _unknown(name) from None
+    return WEIGHTINGS.get(name)
 
 
 def create_weighting(name: str, num_tasks: int, **hyperparameters: Any) -> Weighting:
     """The strategy ``name`` for ``num_tasks`` tasks; unset hyperparameters take the defaults
     documented (with their source) in the strategy's module."""
     cls = weighting_class(name)
-    valid = cls.hyperparameter_names()
-    unknown = sorted(set(hyperparameters) - set(valid))
-    if unknown:
-        raise WeightingError(
-            f"weighting {name!r} has no hyperparameter(s) {', '.join(map(repr, unknown))}; "
-            f"valid: {', '.join(valid) or 'none'}"
-        )
+    WEIGHTINGS.check_hyperparameters(name, hyperparameters, cls.hyperparameter_names())
     return cls(num_tasks, **hyperparameters)
-
-
-def _unknown(name: str) -> WeightingError:
-    return WeightingError(f"unknown weighting {name!r}; available: {', '.join(list_weightings())}")
-
-
-def _module_docstring(module: str) -> str | None:
-    """The docstring of ``module``, parsed from its source file instead of imported."""
-    spec = importlib.util.find_spec(module)
-    if spec is None or spec.origin is None or not spec.origin.endswith(".py"):
-        return importlib.import_module(module).__doc__
-    with open(spec.origin, encoding="utf-8") as handle:
-        return ast.get_docstring(ast.parse(handle.read(), spec.origin))
