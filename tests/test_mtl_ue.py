@@ -26,7 +26,8 @@ from mtlue.methods.mtl_ue_generator import (
     latent_size,
     resolve_stem,
 )
-from mtlue.methods.mtl_ue_training import GeneratorTrainer, StopRule, quantized_deltas, training_source
+from mtlue.methods.mtl_ue_training import GeneratorTrainer, StopRule, quantized_deltas
+from mtlue.methods.pgd import split_source
 from mtlue.poisons import load_store, publish
 from victims.model import MultiTaskModel
 
@@ -48,7 +49,7 @@ def surrogate_folder(tiny_shapes, tmp_path_factory):
 
 
 def batch_of(dataset, count=8):
-    source = training_source(dataset, torch.device("cpu"))
+    source = split_source(dataset, torch.device("cpu"))
     return source.batch(torch.arange(count))
 
 
@@ -327,7 +328,7 @@ def test_mtl_ue_em_checks_its_surrogate_in_train_mode_and_tap_in_eval_mode(tiny_
     torch.manual_seed(1)
     model = MultiTaskModel(tiny_shapes.tasks, "test_resnet", image_size=tiny_shapes.crop_size).eval()
     generator = generator_for(tiny_shapes)
-    source = training_source(tiny_shapes, torch.device("cpu"))
+    source = split_source(tiny_shapes, torch.device("cpu"))
 
     def buffers():
         return [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]

@@ -209,8 +209,8 @@ def error_minimizing_noise(
     from victims.augment import CenterCrop, RandomCropFlip
     from victims.batches import sequential_batches
     from victims.config import TrainConfig
-    from victims.model import MultiTaskModel
-    from victims.train import seed_everything, train_step
+    from victims.setup import build_model
+    from victims.train import train_step
     from victims.weighting import create_weighting
 
     from .pgd import generation_device, objective_value, pgd_minimize, quantize_delta, random_start, split_source, torch_generator
@@ -222,11 +222,7 @@ def error_minimizing_noise(
     samples = len(source)
     recipe = TrainConfig()
 
-    seed_everything(context.seed)
-    model = MultiTaskModel(
-        tasks, h.backbone, image_size=dataset.crop_size, in_chans=dataset.image_shape[0],
-        stem=h.stem, decoder=h.decoder, decoder_width=h.decoder_width,  # type: ignore[arg-type]
-    ).to(device)
+    model = build_model(tasks, h, dataset, device, seed=context.seed)
     weighting = create_weighting("ew", len(tasks)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 

@@ -62,12 +62,13 @@ from mtlue.data.store import PreparedDataset
 from mtlue.data.tasks import Task, TaskKind
 from mtlue.poisons import POISONED_SPLIT
 from victims.augment import CenterCrop, RandomCropFlip, to_unit_range
-from victims.batches import BatchSource, SplitArrays, epoch_batches, sequential_batches
+from victims.batches import BatchSource, epoch_batches, sequential_batches
 from victims.model import MultiTaskModel
 from victims.train import train_step
 
 from .mtl_ue_generator import MTLUEGenerator, inter_task_similarity, intra_task_similarity
 from .objectives import shifted_targets, ue_loss
+from .pgd import generation_device, split_source
 from .progress import GenerationMonitor
 
 __all__ = [
@@ -81,19 +82,7 @@ __all__ = [
     "publish_batch",
     "quantized_deltas",
     "run_generator_training",
-    "training_source",
 ]
-
-#: Bytes of a training split kept on the device; larger splits are gathered per batch. Only
-#: speed depends on it: the batches are the same either way.
-_DATA_BUDGET_BYTES = 1 << 30
-
-
-def training_source(dataset: PreparedDataset, device: torch.device) -> BatchSource:
-    """The training split (the one that is published) as batches on ``device``."""
-    train = dataset.split(POISONED_SPLIT)
-    return BatchSource(SplitArrays(train.images, train.targets), device, _DATA_BUDGET_BYTES)
-
 
 # --------------------------------------------------------------------------------------------
 # published images
@@ -448,21 +437,13 @@ def run_generator_training(
 
 def generate_mtl_ue(method: Any, dataset: PreparedDataset, context: Any) -> np.ndarray:
     """Train ``method``'s generator on ``dataset`` and return its int8 deltas (``MTLUEMethod``)."""
-    from victims.device import DeviceError, resolve_device
     from victims.train import seed_everything, stream_seed
 
     from .base import MethodError
 
     hp = method.hyperparameters
     name = method.name
-    try:
-        device = resolve_device(context.device)
-    except DeviceError as error:
-        raise MethodError(f"method {name!r}: {error}") from None
-    if device.type == "cuda":
-        # Reproducible convolution algorithms instead of benchmarked ones (reference 8.4).
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    device = generation_device(context)
     _check_dataset(name, dataset, hp.unprotected_tasks)
     loss_tasks = tuple(task for task in dataset.tasks if task.name not in set(hp.unprotected_tasks))
 
@@ -489,7 +470,7 @@ def generate_mtl_ue(method: Any, dataset: PreparedDataset, context: Any) -> np.n
         # TAP: untargeted, SEP: flip (the release's); EM's objective has no binary target.
         binary_target=getattr(hp, "binary_target", "untargeted"),
     )
-    source = training_source(dataset, device)
+    source = split_source(dataset, device)
     stop_rule = StopRule(hp.stop_error_binary, hp.stop_error_multiclass, targeted=method.targeted_stop)
     history = run_generator_training(
         trainer, source, max_epochs=hp.max_epochs, batch_size=hp.batch_size, epsilon=context.epsilon,
