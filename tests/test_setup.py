@@ -1,15 +1,19 @@
-"""The shared setup of every trained network (victims.setup)."""
+"""The shared setup of every trained network (victims.setup), prefetched batches and deferred finite checks."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
+from mtlue.data.tasks import Task, TaskKind
+from victims.batches import batches_per_epoch, epoch_batches, prefetched, sequential_batches
 from victims.config import VictimConfig
 from victims.device import DeviceError
 from victims.model import MultiTaskModel
 from victims.setup import CPU_BUDGET_MB, build_model, data_budget_bytes, prepare_device, split_sources
-from victims.train import seed_everything
+from victims.losses import NonFiniteGradientError, NonFiniteLossError
+from victims.train import raise_first_non_finite, seed_everything
 
 CPU = torch.device("cpu")
 
@@ -76,3 +80,50 @@ def test_build_model_is_the_seeded_multitask_model(tiny_shapes):
     after_built = torch.rand(3)
     build_model(tiny_shapes.tasks, victim, tiny_shapes, CPU, seed=3)
     assert torch.equal(torch.rand(3), after_built)
+
+
+@pytest.mark.parametrize("depth", [1, 3])
+def test_prefetched_batches_of_a_memory_mapped_split_are_the_resident_ones_in_order(tiny_shapes, depth):
+    mapped, _ = split_sources(tiny_shapes, CPU, 0)
+    resident, _ = split_sources(tiny_shapes, CPU, 2**30)
+    assert not mapped.resident and resident.resident
+    orders = [epoch_batches(len(mapped), 7, torch.Generator().manual_seed(5)) for _ in range(2)]
+    served = list(prefetched(mapped, orders[0], depth))
+    expected = [resident.batch(indices) for indices in orders[1]]
+    assert len(served) == len(expected) == batches_per_epoch(len(mapped), 7)
+    for (images, targets), (expected_images, expected_targets) in zip(served, expected, strict=True):
+        assert torch.equal(images, expected_images)
+        assert all(torch.equal(targets[name], expected_targets[name]) for name in expected_targets)
+
+
+def test_prefetching_stops_cleanly_when_the_consumer_stops(tiny_shapes):
+    mapped, _ = split_sources(tiny_shapes, CPU, 0)
+    batches = prefetched(mapped, sequential_batches(len(mapped), 4))
+    first, _ = next(batches)
+    batches.close()
+    assert torch.equal(first, torch.from_numpy(np.array(tiny_shapes.split("train").images[:4])))
+
+
+def _fit_history(dataset, budget_mb, weighting="ew"):
+    from victims.config import TrainConfig
+    from victims.run import run_victim
+
+    victim = VictimConfig(backbone="test_resnet", weighting=weighting)
+    config = TrainConfig(epochs=2, batch_size=16, device="cpu", num_threads=1, data_budget_mb=budget_mb, eval_every=1)
+    result = run_victim(dataset, victim, config, progress=False)
+    return [{k: v for k, v in record.items() if "seconds" not in k} for record in result.runs[0].fit.history]
+
+
+def test_training_from_the_memory_map_with_prefetching_equals_training_on_resident_data(tiny_shapes):
+    assert _fit_history(tiny_shapes, 0) == _fit_history(tiny_shapes, None)
+
+
+def test_deferred_finite_checks_name_the_first_bad_step():
+    tasks = [Task("a", TaskKind.BINARY, 2), Task("b", TaskKind.BINARY, 2)]
+    losses = torch.tensor([[0.5, 0.4], [0.3, 0.2], [0.1, float("nan")], [float("inf"), 0.1]])
+    norms = torch.tensor([1.0, float("inf"), 1.0, 1.0])
+    raise_first_non_finite(tasks, losses[:2], epoch=3)
+    with pytest.raises(NonFiniteLossError, match=r"loss of task 'b' is nan at epoch 3, step 3"):
+        raise_first_non_finite(tasks, losses, epoch=3)
+    with pytest.raises(NonFiniteGradientError, match=r"gradient norm is inf at epoch 3, step 12"):
+        raise_first_non_finite(tasks, losses, norms, epoch=3, first_step=11)

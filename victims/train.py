@@ -11,9 +11,11 @@ loss per task (lambda-mixed for MixUp / CutMix), then the task-weighting strateg
 the optimizer step. A defense's random numbers come from the data generator, so a resumed run
 draws what an uninterrupted one does.
 
-A non-finite loss stops training at once with :class:`~victims.losses.NonFiniteLossError`,
-naming the epoch, step and task (a non-finite gradient with :class:`NonFiniteGradientError`),
-before the step reaches the parameters. After each epoch the full training state is checkpointed
+A non-finite loss stops training with :class:`~victims.losses.NonFiniteLossError`, naming the
+epoch, step and task (a non-finite gradient with :class:`NonFiniteGradientError`): with a
+gradient-aggregation strategy before the step reaches the parameters; with a loss-scaling one
+at the end of the epoch, naming the first bad step, so that no step waits on the host for a
+GPU (the epoch is then neither evaluated nor checkpointed, and a rerun resumes before it). After each epoch the full training state is checkpointed
 (:mod:`victims.checkpoint`); ``fit`` resumes from an existing checkpoint. One seed drives
 initialisation (torch's global generator) and, through an independent stream, the data order
 and augmentation (a dedicated generator saved with the checkpoint).
@@ -39,7 +41,7 @@ from mtlue.data.tasks import Task
 from mtlue.timing import CLOCK, Instant
 
 from .augment import CenterCrop, RandomCropFlip, to_unit_range
-from .batches import BatchSource, batches_per_epoch, epoch_batches, sequential_batches
+from .batches import BatchSource, batches_per_epoch, epoch_batches, prefetched, sequential_batches
 from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .defenses import DefendedSource, DefensePipeline, LossMix, StepContext, create_defense
@@ -47,7 +49,7 @@ from .losses import NonFiniteGradientError, NonFiniteLossError, task_loss
 from .metrics import MultiTaskMeter, TaskResults, aggregate
 from .model import MultiTaskModel
 
-__all__ = ["EpochCallback", "TrainConfig", "evaluate", "fit", "seed_everything", "stream_seed", "task_losses", "train_step"]
+__all__ = ["EpochCallback", "TrainConfig", "evaluate", "fit", "raise_first_non_finite", "seed_everything", "stream_seed", "task_losses", "train_step"]
 
 #: Called after each epoch's checkpoint with the run name and the epoch's history record.
 EpochCallback = Callable[[str, dict[str, Any]], None]
@@ -97,8 +99,8 @@ def evaluate(
     crop = CenterCrop(tasks, crop_size)
     meter = MultiTaskMeter(tasks)
     device = source.device
-    for indices in sequential_batches(len(source), batch_size):
-        images, targets = crop(*source.batch(indices))
+    for batch in prefetched(source, sequential_batches(len(source), batch_size)):
+        images, targets = crop(*batch)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             outputs = model(to_unit_range(images))
         meter.update({name: output.float() for name, output in outputs.items()}, targets)
@@ -135,13 +137,16 @@ def train_step(
     epoch: int = 0,
     step: int = 0,
     mix: LossMix | None = None,
+    check_finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimisation step on an augmented batch: uint8, or float in [0, 1] after a defense.
 
     ``mix`` (MixUp / CutMix) mixes the task losses with the paired targets. Returns the detached
     task losses, the task weights the strategy used and the global gradient norm before
     clipping. Raises NonFiniteLossError (naming ``epoch``, ``step`` and the task) or
-    NonFiniteGradientError before any parameter is touched."""
+    NonFiniteGradientError before any parameter is touched; ``check_finite=False`` leaves both
+    checks to the caller (:func:`raise_first_non_finite`), so that the step waits for nothing
+    on the host and a GPU's queue never drains."""
     tasks = model.tasks
     device_type = images.device.type
     inputs = to_unit_range(images) if images.dtype == torch.uint8 else images
@@ -150,20 +155,39 @@ def train_step(
         outputs = model.decode(features)
         losses = task_losses(tasks, outputs, targets, mix)
     values = losses.detach()
-    finite = torch.isfinite(values)
-    if not bool(finite.all()):
-        bad = int((~finite).nonzero()[0])
-        raise NonFiniteLossError(epoch, step, tasks[bad].name, float(values[bad]))
+    if check_finite:
+        raise_first_non_finite(tasks, values[None], epoch=epoch, first_step=step)
     optimizer.zero_grad(set_to_none=True)
     # Autocast stays off here: backward follows the forward pass's dtypes on its own.
     weights = weighting.backward(losses, model.shared_parameters(), features)
     # With clipping off the norm is still computed (an infinite threshold scales nothing), so a
     # non-finite gradient is caught before it reaches the parameters.
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm if clip_norm is not None else math.inf)
-    if not bool(torch.isfinite(norm)):
-        raise NonFiniteGradientError(epoch, step, float(norm))
+    if check_finite:
+        raise_first_non_finite(tasks, values[None], norm[None], epoch=epoch, first_step=step)
     optimizer.step()
     return values, weights.detach(), norm.detach()
+
+
+def raise_first_non_finite(
+    tasks: Sequence[Task], losses: torch.Tensor, norms: torch.Tensor | None = None, *, epoch: int, first_step: int = 1
+) -> None:
+    """Raise for the first step whose losses (row of ``losses``, (S, K)) or gradient norm (``norms``, (S,)) is not finite.
+
+    Row ``i`` is step ``first_step + i`` of ``epoch``. One host synchronisation for all S steps.
+    """
+    finite = torch.isfinite(losses).all(dim=1)
+    if norms is not None:
+        finite = finite & torch.isfinite(norms)
+    if bool(finite.all()):
+        return
+    row = int((~finite).nonzero()[0])
+    bad_tasks = (~torch.isfinite(losses[row])).nonzero()
+    if len(bad_tasks):
+        bad = int(bad_tasks[0])
+        raise NonFiniteLossError(epoch, first_step + row, tasks[bad].name, float(losses[row, bad]))
+    assert norms is not None
+    raise NonFiniteGradientError(epoch, first_step + row, float(norms[row]))
 
 
 def _progress_enabled(progress: bool | None) -> bool:
@@ -238,8 +262,12 @@ def fit(
             weight_sums = torch.zeros(len(tasks), device=device)
             norm_sum = torch.zeros((), device=device)
             steps = 0
-            for step, indices in enumerate(epoch_batches(len(train), config.batch_size, data_generator), start=1):
-                images, targets = train.batch(indices)
+            # Loss-scaling strategies keep the whole step on the device; their finite checks
+            # wait for the epoch's end (one synchronisation, before anything is evaluated or
+            # checkpointed). Gradient aggregation reads the losses on the host anyway, and a
+            # non-finite loss must not reach its solvers.
+            deferred: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if getattr(weighting, "family", "") == "loss scaling" else None
+            for step, (images, targets) in enumerate(prefetched(train, epoch_batches(len(train), config.batch_size, data_generator)), start=1):
                 if augmentation is not None:
                     images, targets = augmentation(images, targets, data_generator)
                 else:
@@ -249,12 +277,19 @@ def fit(
                 values, weights, norm = train_step(
                     model, weighting, optimizer, defended.images, defended.targets,
                     clip_norm=config.clip_norm, amp_dtype=amp_dtype, epoch=epoch, step=step, mix=defended.mix,
+                    check_finite=deferred is None,
                 )
+                if deferred is not None:
+                    deferred.append((values, norm))
                 loss_sums += values
                 weight_sums += weights.to(device=device, dtype=weight_sums.dtype)
                 norm_sum += norm.to(device)
                 steps += 1
                 bar.update()
+            if deferred:
+                raise_first_non_finite(
+                    tasks, torch.stack([v for v, _ in deferred]), torch.stack([n for _, n in deferred]), epoch=epoch
+                )
             mean_losses = loss_sums / steps
             weighting.epoch_end(mean_losses)
             record: dict[str, Any] = {
