@@ -102,6 +102,46 @@ def test_mixed_tasks_embed_every_class_and_every_dense_map(tiny_dense_shapes):
     assert generator.decoder_input(images.float() / 255, targets).shape == (4, 128 + 16 * len(tiny_dense_shapes.tasks), 8, 8)
 
 
+@pytest.mark.parametrize(
+    "dataset_name, options",
+    [
+        ("tiny_shapes", {}),
+        ("tiny_shapes", {"unprotected": ["has_circle", "count"]}),
+        ("tiny_shapes", {"image_encoder": False}),
+        ("tiny_dense_shapes", {}),
+        ("tiny_dense_shapes", {"unprotected": ["segmentation", "depth"], "width_multiplier": 0.5}),
+    ],
+)
+def test_factored_first_layer_equals_the_decoder_on_the_concatenated_input(request, dataset_name, options):
+    """The class embeddings factored out of the decoder's first layer change nothing but float rounding,
+    in the output and in every gradient (the release concatenates, then convolves)."""
+    dataset = request.getfixturevalue(dataset_name)
+    generator = generator_for(dataset, **options)
+    images, targets = batch_of(dataset, 6)
+    x = images.float() / 255
+    _, height, width = generator.image_shape
+
+    def gradients(output):
+        generator.zero_grad(set_to_none=True)
+        output.square().mul(torch.linspace(0.5, 1.5, output.numel()).view_as(output)).sum().backward()
+        return {name: p.grad.clone() for name, p in generator.named_parameters() if p.grad is not None}
+
+    # Gradients are compared before the clamp, where a rounding difference could move an
+    # output across the bound and switch its gradient off.
+    concatenated = generator.decoder(generator.decoder_input(x, targets))
+    expected = gradients(concatenated)
+    factored = generator.decoder[1:](generator.first_layer(x, targets))
+    got = gradients(factored)
+    assert got.keys() == expected.keys()
+    # Rounding only: under 1/200 of the 1/255 step the deltas are quantised to.
+    assert float((generator(x, targets) - concatenated[..., :height, :width].clamp(-generator.epsilon, generator.epsilon)).abs().max()) < 2e-5
+    # Biases before an instance norm have a zero gradient in exact arithmetic, hence an
+    # absolute tolerance on the scale of the largest gradient.
+    largest = max(float(gradient.abs().max()) for gradient in expected.values())
+    for name in expected:
+        assert torch.allclose(got[name], expected[name], rtol=1e-3, atol=1e-4 * largest), name
+
+
 def test_stems_and_latent_grids():
     assert resolve_stem("auto", 70, 70) == "small" and resolve_stem("auto", 140, 140) == "small"  # CelebA, UTKFace
     assert resolve_stem("auto", 256, 256) == "imagenet" and resolve_stem("auto", 288, 384) == "imagenet"  # ChestX, NYUv2
