@@ -194,6 +194,91 @@ def _progress_enabled(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
 
 
+@dataclass(frozen=True)
+class _Training:
+    """What every epoch of one :func:`fit` works with."""
+
+    model: MultiTaskModel
+    weighting: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train: Any
+    test: BatchSource
+    config: TrainConfig
+    crop_size: int
+    amp_dtype: torch.dtype | None
+    defense: DefensePipeline
+    data_generator: torch.Generator
+    #: Random crop + flip, or the centre crop when augmentation is off.
+    crop: RandomCropFlip | CenterCrop
+    bar: Any
+
+
+def _train_epoch(training: _Training, epoch: int) -> dict[str, Any]:
+    """One epoch of training steps; its history record (losses, weights, gradient norm, time)."""
+    model, config, device = training.model, training.config, training.train.device
+    tasks = model.tasks
+    names = [task.name for task in tasks]
+    model.train()
+    started = time.perf_counter()
+    loss_sums = torch.zeros(len(tasks), device=device)
+    weight_sums = torch.zeros(len(tasks), device=device)
+    norm_sum = torch.zeros((), device=device)
+    steps = 0
+    # Loss-scaling strategies keep the whole step on the device; their finite checks wait for
+    # the epoch's end (one synchronisation, before anything is evaluated or checkpointed).
+    # Gradient aggregation reads the losses on the host anyway, and a non-finite loss must not
+    # reach its solvers.
+    deferred: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if getattr(training.weighting, "family", "") == "loss scaling" else None
+    batches = prefetched(training.train, epoch_batches(len(training.train), config.batch_size, training.data_generator))
+    for step, (images, targets) in enumerate(batches, start=1):
+        if isinstance(training.crop, RandomCropFlip):
+            images, targets = training.crop(images, targets, training.data_generator)
+        else:
+            images, targets = training.crop(images, targets)
+        context = StepContext(tasks, epoch, config.epochs, model, training.amp_dtype)
+        defended = training.defense.step(images, targets, training.data_generator, context)
+        values, weights, norm = train_step(
+            model, training.weighting, training.optimizer, defended.images, defended.targets,
+            clip_norm=config.clip_norm, amp_dtype=training.amp_dtype, epoch=epoch, step=step, mix=defended.mix,
+            check_finite=deferred is None,
+        )
+        if deferred is not None:
+            deferred.append((values, norm))
+        loss_sums += values
+        weight_sums += weights.to(device=device, dtype=weight_sums.dtype)
+        norm_sum += norm.to(device)
+        steps += 1
+        training.bar.update()
+    if deferred:
+        raise_first_non_finite(tasks, torch.stack([v for v, _ in deferred]), torch.stack([n for _, n in deferred]), epoch=epoch)
+    mean_losses = loss_sums / steps
+    training.weighting.epoch_end(mean_losses)
+    return {
+        "epoch": epoch,
+        "lr": training.optimizer.param_groups[0]["lr"],
+        "train_loss": dict(zip(names, mean_losses.tolist(), strict=True)),
+        "task_weights": dict(zip(names, (weight_sums / steps).tolist(), strict=True)),
+        "grad_norm": float(norm_sum / steps),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _evaluate_epoch(training: _Training, epoch: int, record: dict[str, Any]) -> None:
+    """Add the test metrics of an evaluated epoch to its record, and the train fit after the last."""
+    config, tasks = training.config, training.model.tasks
+    options = {"crop_size": training.crop_size, "batch_size": config.eval_batch_size, "amp_dtype": training.amp_dtype}
+    if epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0):
+        started = time.perf_counter()
+        record["test"] = evaluate(training.model, training.test, tasks, **options)
+        record["test_aggregate"] = aggregate(record["test"], tasks)
+        record["eval_seconds"] = time.perf_counter() - started
+    if epoch == config.epochs:
+        # Whether the victim fits what it was given: a poison that the victim cannot fit and one
+        # it fits without learning the clean features read alike on the test set.
+        record["train_fit"] = evaluate(training.model, training.train, tasks, **options)
+        record["train_fit_aggregate"] = aggregate(record["train_fit"], tasks)
+
+
 def fit(
     model: MultiTaskModel,
     weighting: torch.nn.Module,
@@ -221,8 +306,6 @@ def fit(
     process's :data:`mtlue.timing.CLOCK`.
     """
     tasks = model.tasks
-    names = [task.name for task in tasks]
-    device = train.device
     optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestone_epochs(), gamma=config.gamma)
     data_generator = torch.Generator().manual_seed(stream_seed(config.seed, "data"))
@@ -240,8 +323,6 @@ def fit(
 
     if defense.split_transforms:
         train = DefendedSource(train, defense)
-    augmentation = RandomCropFlip(tasks, crop_size) if config.augment else None
-    center = CenterCrop(tasks, crop_size)
     steps_per_epoch = batches_per_epoch(len(train), config.batch_size)
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
@@ -251,71 +332,22 @@ def fit(
         disable=not _progress_enabled(progress),
         leave=False,
     )
+    training = _Training(
+        model, weighting, optimizer, train, test, config, crop_size, amp_dtype, defense, data_generator,
+        RandomCropFlip(tasks, crop_size) if config.augment else CenterCrop(tasks, crop_size), bar,
+    )
     first_step = last_step = None
     try:
         if start_epoch < config.epochs:
             first_step = CLOCK.work_started()
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            model.train()
-            started = time.perf_counter()
-            loss_sums = torch.zeros(len(tasks), device=device)
-            weight_sums = torch.zeros(len(tasks), device=device)
-            norm_sum = torch.zeros((), device=device)
-            steps = 0
-            # Loss-scaling strategies keep the whole step on the device; their finite checks
-            # wait for the epoch's end (one synchronisation, before anything is evaluated or
-            # checkpointed). Gradient aggregation reads the losses on the host anyway, and a
-            # non-finite loss must not reach its solvers.
-            deferred: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if getattr(weighting, "family", "") == "loss scaling" else None
-            for step, (images, targets) in enumerate(prefetched(train, epoch_batches(len(train), config.batch_size, data_generator)), start=1):
-                if augmentation is not None:
-                    images, targets = augmentation(images, targets, data_generator)
-                else:
-                    images, targets = center(images, targets)
-                context = StepContext(tasks, epoch, config.epochs, model, amp_dtype)
-                defended = defense.step(images, targets, data_generator, context)
-                values, weights, norm = train_step(
-                    model, weighting, optimizer, defended.images, defended.targets,
-                    clip_norm=config.clip_norm, amp_dtype=amp_dtype, epoch=epoch, step=step, mix=defended.mix,
-                    check_finite=deferred is None,
-                )
-                if deferred is not None:
-                    deferred.append((values, norm))
-                loss_sums += values
-                weight_sums += weights.to(device=device, dtype=weight_sums.dtype)
-                norm_sum += norm.to(device)
-                steps += 1
-                bar.update()
-            if deferred:
-                raise_first_non_finite(
-                    tasks, torch.stack([v for v, _ in deferred]), torch.stack([n for _, n in deferred]), epoch=epoch
-                )
-            mean_losses = loss_sums / steps
-            weighting.epoch_end(mean_losses)
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": dict(zip(names, mean_losses.tolist(), strict=True)),
-                "task_weights": dict(zip(names, (weight_sums / steps).tolist(), strict=True)),
-                "grad_norm": float(norm_sum / steps),
-                "seconds": time.perf_counter() - started,
-            }
+            record = _train_epoch(training, epoch)
             scheduler.step()
-            if epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0):
-                started = time.perf_counter()
-                results = evaluate(model, test, tasks, crop_size=crop_size, batch_size=config.eval_batch_size, amp_dtype=amp_dtype)
-                record["test"] = results
-                record["test_aggregate"] = aggregate(results, tasks)
-                record["eval_seconds"] = time.perf_counter() - started
-            if epoch == config.epochs:
-                # Whether the victim fits what it was given: a poison that the victim cannot fit
-                # and one it fits without learning the clean features read alike on the test set.
-                record["train_fit"] = evaluate(model, train, tasks, crop_size=crop_size, batch_size=config.eval_batch_size, amp_dtype=amp_dtype)
-                record["train_fit_aggregate"] = aggregate(record["train_fit"], tasks)
+            _evaluate_epoch(training, epoch, record)
             history.append(record)
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, state, epoch=epoch, history=history, fingerprint=fingerprint)
-            bar.set_postfix(loss=f"{float(mean_losses.mean()):.4f}")
+            bar.set_postfix(loss=f"{sum(record['train_loss'].values()) / len(tasks):.4f}")
             for callback in callbacks:
                 callback(name, record)
     finally:
