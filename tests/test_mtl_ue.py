@@ -29,6 +29,7 @@ from mtlue.methods.mtl_ue_generator import (
 from mtlue.methods.mtl_ue_training import GeneratorTrainer, StopRule, quantized_deltas
 from mtlue.methods.pgd import split_source
 from mtlue.poisons import load_store, publish
+from victims.augment import to_unit_range
 from victims.model import MultiTaskModel
 
 EPSILON = 8
@@ -272,6 +273,36 @@ def trainer_for(dataset, generator, surrogate, *, intra=10.0, inter=200.0, augme
         intra_task_weight=intra, inter_task_weight=inter, lr=lr, weight_decay=1e-4, lr_milestones=[60, 80],
         lr_gamma=0.1, data_generator=torch.Generator().manual_seed(0),
     )
+
+
+def test_bf16_autocast_keeps_the_budget_and_the_distribution_of_the_deltas(tiny_shapes):
+    """What a CUDA run with bf16 does (autocast_dtype), checked on the CPU's bf16 autocast."""
+    generator = generator_for(tiny_shapes).eval()
+    images, targets = batch_of(tiny_shapes, 32)
+    with torch.no_grad():
+        raw_bf16 = _under_bf16(lambda: generator(to_unit_range(images), targets))
+    assert raw_bf16.dtype == torch.float32 and float(raw_bf16.abs().max()) <= EPSILON / 255 + 1e-7  # float32 epsilon
+    full = quantized_deltas(generator, images, targets, EPSILON)
+    half = _under_bf16(lambda: quantized_deltas(generator, images, targets, EPSILON))
+    assert int(half.abs().max()) <= EPSILON and int(full.abs().max()) <= EPSILON
+    bins = torch.arange(-EPSILON, EPSILON + 1)
+    histogram = lambda deltas: (deltas.flatten()[:, None] == bins).float().mean(dim=0)  # noqa: E731
+    assert float((histogram(full) - histogram(half)).abs().sum() / 2) < 0.05  # total variation distance
+    assert float((full - half).abs().float().mean()) < 0.5  # under half a 1/255 step on average
+
+    surrogate = frozen_surrogate(tiny_shapes)
+    trainer = GeneratorTrainer(
+        generator_for(tiny_shapes), [surrogate], tiny_shapes.tasks, "em", crop_size=tiny_shapes.crop_size, augment=False,
+        intra_task_weight=10.0, inter_task_weight=200.0, lr=1e-3, weight_decay=1e-4, lr_milestones=[60, 80],
+        lr_gamma=0.1, data_generator=torch.Generator().manual_seed(0), amp_dtype=torch.bfloat16,
+    )
+    first = trainer.step(images[:8], {name: value[:8] for name, value in targets.items()})
+    assert all(math.isfinite(value) for value in first.values())
+
+
+def _under_bf16(compute):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return compute()
 
 
 def test_generator_steps_lower_the_loss(tiny_shapes):

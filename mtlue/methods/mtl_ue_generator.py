@@ -332,7 +332,8 @@ class MTLUEGenerator(nn.Module):
         """
         _, height, width = self.image_shape
         out = self.decoder[1:](self.first_layer(images, targets))[..., :height, :width]
-        return out.clamp(-self.epsilon, self.epsilon)
+        # In float32 under autocast too: bf16 cannot hold epsilon exactly.
+        return out.float().clamp(-self.epsilon, self.epsilon)
 
     def first_layer(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
         """The decoder's first transposed convolution of ``decoder_input``, class embeddings factored out.
