@@ -119,11 +119,11 @@ def main(argv: list[str] | None = None) -> None:
         labels = torch.randint(0, 2, (batch, args.tasks))
         targets = {task.name: labels[:, i] for i, task in enumerate(tasks)}
 
-        def release_step() -> None:
+        def release_step(images: torch.Tensor = images, labels: torch.Tensor = labels) -> None:
             release.zero_grad(set_to_none=True)
             release(images, labels).square().mean().backward()
 
-        def project_step() -> None:
+        def project_step(images: torch.Tensor = images, targets: dict = targets) -> None:
             project.zero_grad(set_to_none=True)
             project(images, targets).square().mean().backward()
 

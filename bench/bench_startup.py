@@ -103,14 +103,14 @@ def main(argv: list[str] | None = None) -> None:
         for repeat in range(args.repeats):
             for name, code in FLOORS.items():
                 cpu[name].append(_child_cpu([sys.executable, "-c", code], env)[0])
-            for name in jobs:
+            for name, records in jobs.items():
                 tracked = name.endswith("tracked")
                 if tracked and not args.tracking:
                     continue
                 out = work / f"run{repeat}-{'tracked' if tracked else 'plain'}"
                 command = _victim_command(data, out, work / "mlflow.db" if tracked else None)
                 total, finished = _child_cpu(command, env)
-                jobs[name].append({**_timing(finished.stderr), "process": total})
+                records.append({**_timing(finished.stderr), "process": total})
         floor = statistics.median(cpu["torch + torch._dynamo (floor)"])
         print(f"CPU seconds, median of {args.repeats} (load average {os.getloadavg()[0]:.2f})\n")
         print(f"{'row':34} {'start-up':>9} {'shutdown':>9} {'process':>8} {'above floor':>12}")

@@ -353,7 +353,7 @@ class MTLUEGenerator(nn.Module):
         if targets is None:
             raise ValueError("the generator uses label priors and needs the targets of every task")
         layer: nn.ConvTranspose2d = self.decoder[0]
-        transpose = dict(stride=layer.stride, padding=layer.padding, dilation=layer.dilation)
+        transpose = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation}
         spatial, kernels, class_maps, one_hots = [], [], [], []
         offset = 0
         if self.encoder is not None:
