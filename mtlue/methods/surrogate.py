@@ -227,6 +227,37 @@ def _save_state_dict(model: Any, path: Path) -> None:
         torch.save(state, handle)
 
 
+def _card(
+    dataset: PreparedDataset, victim: Any, config: Any, every: int, building: Path, snapshots: list[SurrogateFile],
+    result: Any, device: Any, train_seconds: float,
+) -> SurrogateCard:
+    """The card of a trained surrogate whose final weights are in ``building``."""
+    from victims.run import versions
+
+    return SurrogateCard(
+        dataset=dataset.name,
+        train_content_hash=dataset.manifest["splits"]["train"]["content_hash"],
+        test_content_hash=dataset.manifest["splits"]["test"]["content_hash"],
+        tasks=tasks_to_json(dataset.tasks),
+        backbone=victim.backbone,
+        stem=victim.stem,
+        decoder=victim.decoder,
+        decoder_width=float(victim.decoder_width),
+        image_size=dataset.crop_size,
+        in_chans=dataset.image_shape[0],
+        epochs=config.epochs,
+        every=every,
+        seed=config.seed,
+        train_config=config.to_json(),
+        final=SurrogateFile(FINAL_NAME, config.epochs, file_sha256(building / FINAL_NAME)),
+        snapshots=tuple(snapshots),
+        metrics={"test": result.metrics, "history": result.history, "versions": versions(), "device": str(device)},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        train_seconds=train_seconds,
+        pretrained=victim.pretrained,
+    )
+
+
 def train_surrogate(
     dataset: PreparedDataset,
     out_dir: str | os.PathLike[str],
@@ -248,7 +279,6 @@ def train_surrogate(
     """
     from victims.config import TrainConfig, VictimConfig
     from victims.device import autocast_dtype
-    from victims.run import versions
     from victims.setup import build_model, data_budget_bytes, prepare_device, split_sources
     from victims.train import fit
     from victims.weighting import create_weighting
@@ -294,28 +324,7 @@ def train_surrogate(
                 with open(work / name, "rb") as source, atomic_write(building / name, "wb") as target:
                     shutil.copyfileobj(source, target)
             snapshots.append(SurrogateFile(name, epoch, file_sha256(building / name)))
-        card = SurrogateCard(
-            dataset=dataset.name,
-            train_content_hash=dataset.manifest["splits"]["train"]["content_hash"],
-            test_content_hash=dataset.manifest["splits"]["test"]["content_hash"],
-            tasks=tasks_to_json(dataset.tasks),
-            backbone=victim.backbone,
-            stem=victim.stem,
-            decoder=victim.decoder,
-            decoder_width=float(victim.decoder_width),
-            image_size=dataset.crop_size,
-            in_chans=dataset.image_shape[0],
-            epochs=config.epochs,
-            every=every,
-            seed=config.seed,
-            train_config=config.to_json(),
-            final=SurrogateFile(FINAL_NAME, config.epochs, file_sha256(building / FINAL_NAME)),
-            snapshots=tuple(snapshots),
-            metrics={"test": result.metrics, "history": result.history, "versions": versions(), "device": str(device)},
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            train_seconds=time.perf_counter() - started,
-            pretrained=victim.pretrained,
-        )
+        card = _card(dataset, victim, config, every, building, snapshots, result, device, time.perf_counter() - started)
         atomic_write_json(building / CARD_NAME, card.to_json())
     return card
 
