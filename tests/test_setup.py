@@ -127,3 +127,37 @@ def test_deferred_finite_checks_name_the_first_bad_step():
         raise_first_non_finite(tasks, losses, epoch=3)
     with pytest.raises(NonFiniteGradientError, match=r"gradient norm is inf at epoch 3, step 12"):
         raise_first_non_finite(tasks, losses, norms, epoch=3, first_step=11)
+
+
+@pytest.mark.parametrize("tasks_count", [4, 40])
+def test_stacked_heads_give_the_separate_heads_logits_and_gradients(tasks_count):
+    """40-task victims stack their heads' products (victims.model.STACKED_HEADS_FROM); fewer keep
+    the separate products, bit for bit."""
+    import torch.nn.functional as F
+
+    from victims.model import STACKED_HEADS_FROM
+
+    tasks = [Task(f"t{i}", TaskKind.MULTICLASS if i % 3 == 0 else TaskKind.BINARY, 5 if i % 3 == 0 else 2) for i in range(tasks_count)]
+    torch.manual_seed(0)
+    model = MultiTaskModel(tasks, "test_resnet", image_size=16, in_chans=3)
+    representation = torch.randn(6, 256, requires_grad=True)
+    logits = model.classification_logits(representation)
+    separate = {}
+    for task in tasks:
+        value = F.linear(representation, model.heads[task.name].weight, model.heads[task.name].bias)
+        separate[task.name] = value[:, 0] if task.kind is TaskKind.BINARY else value
+    assert logits.keys() == separate.keys()
+    for name in logits:
+        assert logits[name].shape == separate[name].shape
+        if tasks_count < STACKED_HEADS_FROM:
+            assert torch.equal(logits[name], separate[name])
+        else:
+            assert torch.allclose(logits[name], separate[name], atol=1e-6)
+    weights = {name: torch.linspace(-1, 1, value.numel()).view_as(value) for name, value in separate.items()}
+    gradients = []
+    for outputs in (logits, separate):
+        model.zero_grad(set_to_none=True)
+        representation.grad = None
+        sum((outputs[name] * weights[name]).sum() for name in outputs).backward(retain_graph=True)
+        gradients.append([representation.grad.clone(), *(p.grad.clone() for p in model.heads.parameters())])
+    assert all(torch.allclose(a, b, atol=1e-6) for a, b in zip(*gradients, strict=True))
