@@ -26,8 +26,10 @@ from mtlue.methods.mtl_ue_generator import (
     latent_size,
     resolve_stem,
 )
-from mtlue.methods.mtl_ue_training import GeneratorTrainer, StopRule, quantized_deltas, training_source
+from mtlue.methods.mtl_ue_training import GeneratorTrainer, StopRule, quantized_deltas
+from mtlue.methods.pgd import split_source
 from mtlue.poisons import load_store, publish
+from victims.augment import to_unit_range
 from victims.model import MultiTaskModel
 
 EPSILON = 8
@@ -48,7 +50,7 @@ def surrogate_folder(tiny_shapes, tmp_path_factory):
 
 
 def batch_of(dataset, count=8):
-    source = training_source(dataset, torch.device("cpu"))
+    source = split_source(dataset, torch.device("cpu"))
     return source.batch(torch.arange(count))
 
 
@@ -99,6 +101,46 @@ def test_mixed_tasks_embed_every_class_and_every_dense_map(tiny_dense_shapes):
     delta = generator(images.float() / 255, targets)
     assert delta.shape == (4, *tiny_dense_shapes.image_shape)
     assert generator.decoder_input(images.float() / 255, targets).shape == (4, 128 + 16 * len(tiny_dense_shapes.tasks), 8, 8)
+
+
+@pytest.mark.parametrize(
+    "dataset_name, options",
+    [
+        ("tiny_shapes", {}),
+        ("tiny_shapes", {"unprotected": ["has_circle", "count"]}),
+        ("tiny_shapes", {"image_encoder": False}),
+        ("tiny_dense_shapes", {}),
+        ("tiny_dense_shapes", {"unprotected": ["segmentation", "depth"], "width_multiplier": 0.5}),
+    ],
+)
+def test_factored_first_layer_equals_the_decoder_on_the_concatenated_input(request, dataset_name, options):
+    """The class embeddings factored out of the decoder's first layer change nothing but float rounding,
+    in the output and in every gradient (the release concatenates, then convolves)."""
+    dataset = request.getfixturevalue(dataset_name)
+    generator = generator_for(dataset, **options)
+    images, targets = batch_of(dataset, 6)
+    x = images.float() / 255
+    _, height, width = generator.image_shape
+
+    def gradients(output):
+        generator.zero_grad(set_to_none=True)
+        output.square().mul(torch.linspace(0.5, 1.5, output.numel()).view_as(output)).sum().backward()
+        return {name: p.grad.clone() for name, p in generator.named_parameters() if p.grad is not None}
+
+    # Gradients are compared before the clamp, where a rounding difference could move an
+    # output across the bound and switch its gradient off.
+    concatenated = generator.decoder(generator.decoder_input(x, targets))
+    expected = gradients(concatenated)
+    factored = generator.decoder[1:](generator.first_layer(x, targets))
+    got = gradients(factored)
+    assert got.keys() == expected.keys()
+    # Rounding only: under 1/200 of the 1/255 step the deltas are quantised to.
+    assert float((generator(x, targets) - concatenated[..., :height, :width].clamp(-generator.epsilon, generator.epsilon)).abs().max()) < 2e-5
+    # Biases before an instance norm have a zero gradient in exact arithmetic, hence an
+    # absolute tolerance on the scale of the largest gradient.
+    largest = max(float(gradient.abs().max()) for gradient in expected.values())
+    for name in expected:
+        assert torch.allclose(got[name], expected[name], rtol=1e-3, atol=1e-4 * largest), name
 
 
 def test_stems_and_latent_grids():
@@ -233,6 +275,36 @@ def trainer_for(dataset, generator, surrogate, *, intra=10.0, inter=200.0, augme
     )
 
 
+def test_bf16_autocast_keeps_the_budget_and_the_distribution_of_the_deltas(tiny_shapes):
+    """What a CUDA run with bf16 does (autocast_dtype), checked on the CPU's bf16 autocast."""
+    generator = generator_for(tiny_shapes).eval()
+    images, targets = batch_of(tiny_shapes, 32)
+    with torch.no_grad():
+        raw_bf16 = _under_bf16(lambda: generator(to_unit_range(images), targets))
+    assert raw_bf16.dtype == torch.float32 and float(raw_bf16.abs().max()) <= EPSILON / 255 + 1e-7  # float32 epsilon
+    full = quantized_deltas(generator, images, targets, EPSILON)
+    half = _under_bf16(lambda: quantized_deltas(generator, images, targets, EPSILON))
+    assert int(half.abs().max()) <= EPSILON and int(full.abs().max()) <= EPSILON
+    bins = torch.arange(-EPSILON, EPSILON + 1)
+    histogram = lambda deltas: (deltas.flatten()[:, None] == bins).float().mean(dim=0)  # noqa: E731
+    assert float((histogram(full) - histogram(half)).abs().sum() / 2) < 0.05  # total variation distance
+    assert float((full - half).abs().float().mean()) < 0.5  # under half a 1/255 step on average
+
+    surrogate = frozen_surrogate(tiny_shapes)
+    trainer = GeneratorTrainer(
+        generator_for(tiny_shapes), [surrogate], tiny_shapes.tasks, "em", crop_size=tiny_shapes.crop_size, augment=False,
+        intra_task_weight=10.0, inter_task_weight=200.0, lr=1e-3, weight_decay=1e-4, lr_milestones=[60, 80],
+        lr_gamma=0.1, data_generator=torch.Generator().manual_seed(0), amp_dtype=torch.bfloat16,
+    )
+    first = trainer.step(images[:8], {name: value[:8] for name, value in targets.items()})
+    assert all(math.isfinite(value) for value in first.values())
+
+
+def _under_bf16(compute):
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        return compute()
+
+
 def test_generator_steps_lower_the_loss(tiny_shapes):
     surrogate = frozen_surrogate(tiny_shapes)
     trainer = trainer_for(tiny_shapes, generator_for(tiny_shapes), surrogate)
@@ -327,7 +399,7 @@ def test_mtl_ue_em_checks_its_surrogate_in_train_mode_and_tap_in_eval_mode(tiny_
     torch.manual_seed(1)
     model = MultiTaskModel(tiny_shapes.tasks, "test_resnet", image_size=tiny_shapes.crop_size).eval()
     generator = generator_for(tiny_shapes)
-    source = training_source(tiny_shapes, torch.device("cpu"))
+    source = split_source(tiny_shapes, torch.device("cpu"))
 
     def buffers():
         return [m.running_mean.clone() for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]

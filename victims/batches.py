@@ -4,7 +4,8 @@ The prepared datasets are uint8 memory maps, so a batch needs no decoding: it is
 gather. A split whose images and targets fit in ``budget_bytes`` is copied to the device once
 (uint8 images, targets in their stored dtypes) and every batch is a gather on the device;
 a larger split stays memory-mapped and each batch is gathered on the host, pinned when the
-device is a GPU, and copied asynchronously. Images stay uint8 until the augmentation has
+device is a GPU, and copied asynchronously; :func:`prefetched` gathers the next batches of such
+a split in a background thread while the current one trains. Images stay uint8 until the augmentation has
 cropped them (:mod:`victims.augment`), which moves 4x fewer bytes than float32 would.
 
 Batch order comes from a caller-owned ``torch.Generator``; the final partial batch is kept
@@ -13,13 +14,21 @@ Batch order comes from a caller-owned ``torch.Generator``; the final partial bat
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections import deque
+from collections.abc import Iterable, Iterator, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Protocol
 
 import numpy as np
 import torch
 
-__all__ = ["BatchSource", "SplitArrays", "batches_per_epoch", "epoch_batches", "sequential_batches"]
+__all__ = ["BatchSource", "SplitArrays", "batches_per_epoch", "epoch_batches", "prefetched", "sequential_batches"]
+
+Batch = tuple[torch.Tensor, dict[str, torch.Tensor]]
+
+#: Batches gathered ahead of the one training when a split is not resident.
+PREFETCH_DEPTH = 2
 
 
 @dataclass(frozen=True)
@@ -78,6 +87,43 @@ class BatchSource:
         if self._pin:
             return tensor.pin_memory().to(self.device, non_blocking=True)
         return tensor.to(self.device)
+
+
+class Batches(Protocol):
+    """What :func:`prefetched` reads from: a :class:`BatchSource`, or one wrapping it (a defense's)."""
+
+    resident: bool
+
+    def batch(self, indices: torch.Tensor) -> Batch: ...
+
+
+def prefetched(source: Batches, index_batches: Iterable[torch.Tensor], depth: int = PREFETCH_DEPTH) -> Iterator[Batch]:
+    """``source.batch(indices)`` for each of ``index_batches``, in order.
+
+    A resident source gathers on the device, which queues asynchronously anyway, so its
+    batches are served as asked. Otherwise one background thread gathers (memory-map reads,
+    pinning, copies) up to ``depth`` batches ahead. ``index_batches`` is advanced on the calling
+    thread only, so any random numbers it draws come in the same order as without prefetching.
+    """
+    if source.resident:
+        for indices in index_batches:
+            yield source.batch(indices)
+        return
+    if depth < 1:
+        raise ValueError(f"prefetch depth must be at least 1, got {depth}")
+    pending: deque[Future[Batch]] = deque()
+    remaining = iter(index_batches)
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="batch-prefetch") as worker:
+        try:
+            for indices in remaining:
+                pending.append(worker.submit(source.batch, indices))
+                if len(pending) > depth:
+                    yield pending.popleft().result()
+            while pending:
+                yield pending.popleft().result()
+        finally:
+            for future in pending:
+                future.cancel()
 
 
 def epoch_batches(size: int, batch_size: int, generator: torch.Generator) -> Iterator[torch.Tensor]:

@@ -102,7 +102,7 @@ def add_training_arguments(parser: argparse.ArgumentParser, *, several_seeds: bo
     execution.add_argument("--num-threads", type=int, help="CPU threads for torch (default: torch's choice)")
     execution.add_argument(
         "--data-budget-mb", type=float, default=defaults.data_budget_mb,
-        help="memory for keeping the splits on the device (default: %(default)s)",
+        help="memory for keeping the splits on the device (default: half a GPU's free memory, 2048 on the CPU)",
     )
     progress = execution.add_mutually_exclusive_group()
     progress.add_argument("--progress", dest="progress", action="store_true", default=None, help="show a progress bar (default: on a terminal)")

@@ -83,7 +83,8 @@ class TrainConfig:
     trains on centre crops. ``eval_every=k`` records test metrics every k epochs in the history
     (0: only after the last epoch, which is always evaluated). ``amp=None`` uses bf16 autocast
     where the device supports it (see :mod:`victims.device`). ``data_budget_mb`` bounds the
-    memory used to keep the train and test splits resident on the device.
+    memory used to keep the train and test splits resident on the device; None (the default)
+    sizes it from the device's free memory (:func:`victims.setup.data_budget_bytes`).
     """
 
     epochs: int = 60
@@ -100,7 +101,7 @@ class TrainConfig:
     num_threads: int | None = None
     eval_every: int = 1
     eval_batch_size: int = 256
-    data_budget_mb: float = 2048.0
+    data_budget_mb: float | None = None
 
     #: Fields that change how a run is executed but not what it computes; a run may resume
     #: with different values of these.
@@ -121,7 +122,7 @@ class TrainConfig:
             (self.clip_norm is None or self.clip_norm > 0, "clip_norm must be > 0, or None to disable clipping"),
             (self.eval_every >= 0, "eval_every must be >= 0 (0: evaluate after the last epoch only)"),
             (self.eval_batch_size >= 1, "eval_batch_size must be at least 1"),
-            (self.data_budget_mb >= 0, "data_budget_mb must be >= 0"),
+            (self.data_budget_mb is None or self.data_budget_mb >= 0, "data_budget_mb must be >= 0, or None to size it from the device's free memory"),
             (self.num_threads is None or self.num_threads >= 1, "num_threads must be at least 1"),
         ]
         problems = [message for ok, message in checks if not ok]

@@ -51,6 +51,9 @@ __all__ = ["DenseHead", "Features", "MultiTaskModel"]
 
 #: Width of the shared representation (the release's ResNetMTL).
 NECK_WIDTH = 256
+#: From this many classification heads on, their products are stacked into one
+#: (:meth:`MultiTaskModel.classification_logits`).
+STACKED_HEADS_FROM = 10
 
 #: What ``encode`` returns: the shared representation, or the shared pyramid levels.
 Features = torch.Tensor | tuple[torch.Tensor, ...]
@@ -244,11 +247,28 @@ class MultiTaskModel(nn.Module):
             pyramid: list[torch.Tensor | None] = [stub, *(levels.get(level) for level in range(5))]
             for name, head in self.dense_heads.items():
                 outputs[name] = head(pyramid, self.padded_size, self.image_size)
-        for name, head in self.heads.items():
+        if self.heads:
             assert representation is not None
-            logits = head(representation)
-            outputs[name] = logits[:, 0] if logits.shape[1] == 1 else logits
+            outputs.update(self.classification_logits(representation))
         return {task.name: outputs[task.name] for task in self.tasks}
+
+    def classification_logits(self, representation: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The logits of every classification head, (B,) for binary tasks and (B, C) otherwise.
+
+        From :data:`STACKED_HEADS_FROM` heads on (CelebA's 40, ChestX-ray14's 14), they are one
+        matrix product of the stacked heads, split per task, so that a step launches one kernel
+        instead of K. The heads stay separate parameters (the state dict and the weightings'
+        per-task parameters do not change). The stacked product rounds differently from K
+        separate ones, so models with fewer heads keep the separate products and their results.
+        """
+        heads = list(self.heads.values())
+        if len(heads) >= STACKED_HEADS_FROM:
+            weight = torch.cat([head.weight for head in heads])
+            bias = torch.cat([head.bias for head in heads])
+            logits = F.linear(representation, weight, bias).split([head.out_features for head in heads], dim=1)
+        else:
+            logits = tuple(head(representation) for head in heads)
+        return {name: value[:, 0] if value.shape[1] == 1 else value for name, value in zip(self.heads, logits, strict=True)}
 
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         return self.decode(self.encode(images))

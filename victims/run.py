@@ -69,12 +69,12 @@ from mtlue.timing import Instant, process_started
 from mtlue.victim_metrics import FORMAT, is_victim_metrics
 
 from .backbones import get_backbone_spec
-from .batches import BatchSource, SplitArrays
 from .config import TrainConfig, VictimConfig
-from .device import DeviceError, autocast_dtype, configure_threads, resolve_device
+from .device import DeviceError, autocast_dtype
 from .metrics import TaskResults, aggregate
 from .model import MultiTaskModel
-from .train import EpochCallback, FitResult, fit, seed_everything
+from .setup import build_model, data_budget_bytes, prepare_device, split_sources
+from .train import EpochCallback, FitResult, fit
 
 __all__ = ["RunRecord", "VictimResult", "is_victim_metrics", "run_victim"]
 
@@ -274,31 +274,16 @@ def run_victim(
     get_backbone_spec(victim.backbone)
     defense = create_defense(victim.defense, **victim.defense_options)
     defense.check(dataset.tasks, dataset.image_shape[0])
-    device = resolve_device(config.device)
+    device = prepare_device(config.device, config.num_threads)
     amp_dtype = _amp_dtype(device, config, victim)
-    configure_threads(config.num_threads)
-    if device.type == "cuda":
-        # Reproducible convolution algorithms instead of benchmarked ones.
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-
-    train_split, test_split = dataset.split("train"), dataset.split("test")
-    images = _train_images(dataset, train_split.images, train_images)
-    budget = int(config.data_budget_mb * 2**20)
-    train_source = BatchSource(SplitArrays(images, train_split.targets), device, budget)
-    remaining = budget - (train_source.split.nbytes if train_source.resident else 0)
-    test_source = BatchSource(SplitArrays(test_split.images, test_split.targets), device, remaining)
-    channels = dataset.image_shape[0]
+    images = _train_images(dataset, dataset.split("train").images, train_images)
+    train_source, test_source = split_sources(dataset, device, data_budget_bytes(device, config.data_budget_mb), train_images=images)
 
     groups: list[tuple[Task, ...]] = [dataset.tasks] if victim.mode == "mtl" else [(task,) for task in dataset.tasks]
     runs: list[RunRecord] = []
     for tasks in groups:
         name = "mtl" if victim.mode == "mtl" else f"stl-{tasks[0].name}"
-        seed_everything(config.seed)
-        model = MultiTaskModel(
-            tasks, victim.backbone, image_size=dataset.crop_size, in_chans=channels,
-            stem=victim.stem, decoder=victim.decoder, decoder_width=victim.decoder_width, pretrained=victim.pretrained,  # type: ignore[arg-type]
-        ).to(device)
+        model = build_model(tasks, victim, dataset, device, seed=config.seed, pretrained=victim.pretrained)
         weighting = create_weighting(victim.weighting, len(tasks), **_weighting_options(victim, config)).to(device)
         checkpoint = Path(checkpoint_dir) / f"{name}.pt" if checkpoint_dir is not None else None
         result = fit(

@@ -11,9 +11,11 @@ loss per task (lambda-mixed for MixUp / CutMix), then the task-weighting strateg
 the optimizer step. A defense's random numbers come from the data generator, so a resumed run
 draws what an uninterrupted one does.
 
-A non-finite loss stops training at once with :class:`~victims.losses.NonFiniteLossError`,
-naming the epoch, step and task (a non-finite gradient with :class:`NonFiniteGradientError`),
-before the step reaches the parameters. After each epoch the full training state is checkpointed
+A non-finite loss stops training with :class:`~victims.losses.NonFiniteLossError`, naming the
+epoch, step and task (a non-finite gradient with :class:`NonFiniteGradientError`): with a
+gradient-aggregation strategy before the step reaches the parameters; with a loss-scaling one
+at the end of the epoch, naming the first bad step, so that no step waits on the host for a
+GPU (the epoch is then neither evaluated nor checkpointed, and a rerun resumes before it). After each epoch the full training state is checkpointed
 (:mod:`victims.checkpoint`); ``fit`` resumes from an existing checkpoint. One seed drives
 initialisation (torch's global generator) and, through an independent stream, the data order
 and augmentation (a dedicated generator saved with the checkpoint).
@@ -39,7 +41,7 @@ from mtlue.data.tasks import Task
 from mtlue.timing import CLOCK, Instant
 
 from .augment import CenterCrop, RandomCropFlip, to_unit_range
-from .batches import BatchSource, batches_per_epoch, epoch_batches, sequential_batches
+from .batches import BatchSource, batches_per_epoch, epoch_batches, prefetched, sequential_batches
 from .checkpoint import TrainingState, load_checkpoint, save_checkpoint
 from .config import TrainConfig
 from .defenses import DefendedSource, DefensePipeline, LossMix, StepContext, create_defense
@@ -47,7 +49,7 @@ from .losses import NonFiniteGradientError, NonFiniteLossError, task_loss
 from .metrics import MultiTaskMeter, TaskResults, aggregate
 from .model import MultiTaskModel
 
-__all__ = ["EpochCallback", "TrainConfig", "evaluate", "fit", "seed_everything", "stream_seed", "task_losses", "train_step"]
+__all__ = ["EpochCallback", "TrainConfig", "evaluate", "fit", "raise_first_non_finite", "seed_everything", "stream_seed", "task_losses", "train_step"]
 
 #: Called after each epoch's checkpoint with the run name and the epoch's history record.
 EpochCallback = Callable[[str, dict[str, Any]], None]
@@ -97,8 +99,8 @@ def evaluate(
     crop = CenterCrop(tasks, crop_size)
     meter = MultiTaskMeter(tasks)
     device = source.device
-    for indices in sequential_batches(len(source), batch_size):
-        images, targets = crop(*source.batch(indices))
+    for batch in prefetched(source, sequential_batches(len(source), batch_size)):
+        images, targets = crop(*batch)
         with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
             outputs = model(to_unit_range(images))
         meter.update({name: output.float() for name, output in outputs.items()}, targets)
@@ -135,13 +137,16 @@ def train_step(
     epoch: int = 0,
     step: int = 0,
     mix: LossMix | None = None,
+    check_finite: bool = True,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One optimisation step on an augmented batch: uint8, or float in [0, 1] after a defense.
 
     ``mix`` (MixUp / CutMix) mixes the task losses with the paired targets. Returns the detached
     task losses, the task weights the strategy used and the global gradient norm before
     clipping. Raises NonFiniteLossError (naming ``epoch``, ``step`` and the task) or
-    NonFiniteGradientError before any parameter is touched."""
+    NonFiniteGradientError before any parameter is touched; ``check_finite=False`` leaves both
+    checks to the caller (:func:`raise_first_non_finite`), so that the step waits for nothing
+    on the host and a GPU's queue never drains."""
     tasks = model.tasks
     device_type = images.device.type
     inputs = to_unit_range(images) if images.dtype == torch.uint8 else images
@@ -150,24 +155,128 @@ def train_step(
         outputs = model.decode(features)
         losses = task_losses(tasks, outputs, targets, mix)
     values = losses.detach()
-    finite = torch.isfinite(values)
-    if not bool(finite.all()):
-        bad = int((~finite).nonzero()[0])
-        raise NonFiniteLossError(epoch, step, tasks[bad].name, float(values[bad]))
+    if check_finite:
+        raise_first_non_finite(tasks, values[None], epoch=epoch, first_step=step)
     optimizer.zero_grad(set_to_none=True)
     # Autocast stays off here: backward follows the forward pass's dtypes on its own.
     weights = weighting.backward(losses, model.shared_parameters(), features)
     # With clipping off the norm is still computed (an infinite threshold scales nothing), so a
     # non-finite gradient is caught before it reaches the parameters.
     norm = torch.nn.utils.clip_grad_norm_(model.parameters(), clip_norm if clip_norm is not None else math.inf)
-    if not bool(torch.isfinite(norm)):
-        raise NonFiniteGradientError(epoch, step, float(norm))
+    if check_finite:
+        raise_first_non_finite(tasks, values[None], norm[None], epoch=epoch, first_step=step)
     optimizer.step()
     return values, weights.detach(), norm.detach()
 
 
+def raise_first_non_finite(
+    tasks: Sequence[Task], losses: torch.Tensor, norms: torch.Tensor | None = None, *, epoch: int, first_step: int = 1
+) -> None:
+    """Raise for the first step whose losses (row of ``losses``, (S, K)) or gradient norm (``norms``, (S,)) is not finite.
+
+    Row ``i`` is step ``first_step + i`` of ``epoch``. One host synchronisation for all S steps.
+    """
+    finite = torch.isfinite(losses).all(dim=1)
+    if norms is not None:
+        finite = finite & torch.isfinite(norms)
+    if bool(finite.all()):
+        return
+    row = int((~finite).nonzero()[0])
+    bad_tasks = (~torch.isfinite(losses[row])).nonzero()
+    if len(bad_tasks):
+        bad = int(bad_tasks[0])
+        raise NonFiniteLossError(epoch, first_step + row, tasks[bad].name, float(losses[row, bad]))
+    assert norms is not None
+    raise NonFiniteGradientError(epoch, first_step + row, float(norms[row]))
+
+
 def _progress_enabled(progress: bool | None) -> bool:
     return sys.stderr.isatty() if progress is None else progress
+
+
+@dataclass(frozen=True)
+class _Training:
+    """What every epoch of one :func:`fit` works with."""
+
+    model: MultiTaskModel
+    weighting: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    train: Any
+    test: BatchSource
+    config: TrainConfig
+    crop_size: int
+    amp_dtype: torch.dtype | None
+    defense: DefensePipeline
+    data_generator: torch.Generator
+    #: Random crop + flip, or the centre crop when augmentation is off.
+    crop: RandomCropFlip | CenterCrop
+    bar: Any
+
+
+def _train_epoch(training: _Training, epoch: int) -> dict[str, Any]:
+    """One epoch of training steps; its history record (losses, weights, gradient norm, time)."""
+    model, config, device = training.model, training.config, training.train.device
+    tasks = model.tasks
+    names = [task.name for task in tasks]
+    model.train()
+    started = time.perf_counter()
+    loss_sums = torch.zeros(len(tasks), device=device)
+    weight_sums = torch.zeros(len(tasks), device=device)
+    norm_sum = torch.zeros((), device=device)
+    steps = 0
+    # Loss-scaling strategies keep the whole step on the device; their finite checks wait for
+    # the epoch's end (one synchronisation, before anything is evaluated or checkpointed).
+    # Gradient aggregation reads the losses on the host anyway, and a non-finite loss must not
+    # reach its solvers.
+    deferred: list[tuple[torch.Tensor, torch.Tensor]] | None = [] if getattr(training.weighting, "family", "") == "loss scaling" else None
+    batches = prefetched(training.train, epoch_batches(len(training.train), config.batch_size, training.data_generator))
+    for step, (images, targets) in enumerate(batches, start=1):
+        if isinstance(training.crop, RandomCropFlip):
+            images, targets = training.crop(images, targets, training.data_generator)
+        else:
+            images, targets = training.crop(images, targets)
+        context = StepContext(tasks, epoch, config.epochs, model, training.amp_dtype)
+        defended = training.defense.step(images, targets, training.data_generator, context)
+        values, weights, norm = train_step(
+            model, training.weighting, training.optimizer, defended.images, defended.targets,
+            clip_norm=config.clip_norm, amp_dtype=training.amp_dtype, epoch=epoch, step=step, mix=defended.mix,
+            check_finite=deferred is None,
+        )
+        if deferred is not None:
+            deferred.append((values, norm))
+        loss_sums += values
+        weight_sums += weights.to(device=device, dtype=weight_sums.dtype)
+        norm_sum += norm.to(device)
+        steps += 1
+        training.bar.update()
+    if deferred:
+        raise_first_non_finite(tasks, torch.stack([v for v, _ in deferred]), torch.stack([n for _, n in deferred]), epoch=epoch)
+    mean_losses = loss_sums / steps
+    training.weighting.epoch_end(mean_losses)
+    return {
+        "epoch": epoch,
+        "lr": training.optimizer.param_groups[0]["lr"],
+        "train_loss": dict(zip(names, mean_losses.tolist(), strict=True)),
+        "task_weights": dict(zip(names, (weight_sums / steps).tolist(), strict=True)),
+        "grad_norm": float(norm_sum / steps),
+        "seconds": time.perf_counter() - started,
+    }
+
+
+def _evaluate_epoch(training: _Training, epoch: int, record: dict[str, Any]) -> None:
+    """Add the test metrics of an evaluated epoch to its record, and the train fit after the last."""
+    config, tasks = training.config, training.model.tasks
+    options = {"crop_size": training.crop_size, "batch_size": config.eval_batch_size, "amp_dtype": training.amp_dtype}
+    if epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0):
+        started = time.perf_counter()
+        record["test"] = evaluate(training.model, training.test, tasks, **options)
+        record["test_aggregate"] = aggregate(record["test"], tasks)
+        record["eval_seconds"] = time.perf_counter() - started
+    if epoch == config.epochs:
+        # Whether the victim fits what it was given: a poison that the victim cannot fit and one
+        # it fits without learning the clean features read alike on the test set.
+        record["train_fit"] = evaluate(training.model, training.train, tasks, **options)
+        record["train_fit_aggregate"] = aggregate(record["train_fit"], tasks)
 
 
 def fit(
@@ -197,8 +306,6 @@ def fit(
     process's :data:`mtlue.timing.CLOCK`.
     """
     tasks = model.tasks
-    names = [task.name for task in tasks]
-    device = train.device
     optimizer = torch.optim.Adam([*model.parameters(), *weighting.parameters()], lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, config.milestone_epochs(), gamma=config.gamma)
     data_generator = torch.Generator().manual_seed(stream_seed(config.seed, "data"))
@@ -216,8 +323,6 @@ def fit(
 
     if defense.split_transforms:
         train = DefendedSource(train, defense)
-    augmentation = RandomCropFlip(tasks, crop_size) if config.augment else None
-    center = CenterCrop(tasks, crop_size)
     steps_per_epoch = batches_per_epoch(len(train), config.batch_size)
     bar = tqdm(
         total=config.epochs * steps_per_epoch,
@@ -227,60 +332,22 @@ def fit(
         disable=not _progress_enabled(progress),
         leave=False,
     )
+    training = _Training(
+        model, weighting, optimizer, train, test, config, crop_size, amp_dtype, defense, data_generator,
+        RandomCropFlip(tasks, crop_size) if config.augment else CenterCrop(tasks, crop_size), bar,
+    )
     first_step = last_step = None
     try:
         if start_epoch < config.epochs:
             first_step = CLOCK.work_started()
         for epoch in range(start_epoch + 1, config.epochs + 1):
-            model.train()
-            started = time.perf_counter()
-            loss_sums = torch.zeros(len(tasks), device=device)
-            weight_sums = torch.zeros(len(tasks), device=device)
-            norm_sum = torch.zeros((), device=device)
-            steps = 0
-            for step, indices in enumerate(epoch_batches(len(train), config.batch_size, data_generator), start=1):
-                images, targets = train.batch(indices)
-                if augmentation is not None:
-                    images, targets = augmentation(images, targets, data_generator)
-                else:
-                    images, targets = center(images, targets)
-                context = StepContext(tasks, epoch, config.epochs, model, amp_dtype)
-                defended = defense.step(images, targets, data_generator, context)
-                values, weights, norm = train_step(
-                    model, weighting, optimizer, defended.images, defended.targets,
-                    clip_norm=config.clip_norm, amp_dtype=amp_dtype, epoch=epoch, step=step, mix=defended.mix,
-                )
-                loss_sums += values
-                weight_sums += weights.to(device=device, dtype=weight_sums.dtype)
-                norm_sum += norm.to(device)
-                steps += 1
-                bar.update()
-            mean_losses = loss_sums / steps
-            weighting.epoch_end(mean_losses)
-            record: dict[str, Any] = {
-                "epoch": epoch,
-                "lr": optimizer.param_groups[0]["lr"],
-                "train_loss": dict(zip(names, mean_losses.tolist(), strict=True)),
-                "task_weights": dict(zip(names, (weight_sums / steps).tolist(), strict=True)),
-                "grad_norm": float(norm_sum / steps),
-                "seconds": time.perf_counter() - started,
-            }
+            record = _train_epoch(training, epoch)
             scheduler.step()
-            if epoch == config.epochs or (config.eval_every and epoch % config.eval_every == 0):
-                started = time.perf_counter()
-                results = evaluate(model, test, tasks, crop_size=crop_size, batch_size=config.eval_batch_size, amp_dtype=amp_dtype)
-                record["test"] = results
-                record["test_aggregate"] = aggregate(results, tasks)
-                record["eval_seconds"] = time.perf_counter() - started
-            if epoch == config.epochs:
-                # Whether the victim fits what it was given: a poison that the victim cannot fit
-                # and one it fits without learning the clean features read alike on the test set.
-                record["train_fit"] = evaluate(model, train, tasks, crop_size=crop_size, batch_size=config.eval_batch_size, amp_dtype=amp_dtype)
-                record["train_fit_aggregate"] = aggregate(record["train_fit"], tasks)
+            _evaluate_epoch(training, epoch, record)
             history.append(record)
             if checkpoint_path is not None:
                 save_checkpoint(checkpoint_path, state, epoch=epoch, history=history, fingerprint=fingerprint)
-            bar.set_postfix(loss=f"{float(mean_losses.mean()):.4f}")
+            bar.set_postfix(loss=f"{sum(record['train_loss'].values()) / len(tasks):.4f}")
             for callback in callbacks:
                 callback(name, record)
     finally:

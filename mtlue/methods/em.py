@@ -200,20 +200,84 @@ def _endless_batches(size: int, batch_size: int, generator: Any) -> Iterator[Any
         yield from epoch_batches(size, batch_size, generator)
 
 
+@dataclass
+class _Alternation:
+    """What both halves of an EM round work with (torch objects, typed loosely: torch loads lazily)."""
+
+    model: Any
+    weighting: Any
+    optimizer: Any
+    source: Any
+    #: (N, C, H, W) float16 deltas in [0, 1] image units, updated in place by each noise pass.
+    deltas: np.ndarray
+    dataset: PreparedDataset
+    epsilon: int
+    hyperparameters: EMHyperparameters
+    batches: Iterator[Any]
+    data_generator: Any
+    crop_generator: Any
+
+
+def _train_surrogate_steps(a: _Alternation, round_number: int, clip_norm: float | None) -> None:
+    """The min over the model: ``model_steps`` mini-batch steps on the published images."""
+    import torch
+
+    from victims.augment import CenterCrop, RandomCropFlip
+    from victims.train import train_step
+
+    h, tasks, crop = a.hyperparameters, a.dataset.tasks, a.dataset.crop_size
+    training_crops, centre_crop = RandomCropFlip(tasks, crop), CenterCrop(tasks, crop)
+    a.model.train()
+    for step in range(1, h.model_steps + 1):
+        indices = next(a.batches)
+        images, targets = a.source.batch(indices)
+        delta = torch.from_numpy(a.deltas[indices.numpy()]).to(a.source.device, torch.float32)
+        published = _published(images, delta, a.epsilon)
+        if h.augment:
+            view, view_targets = training_crops(published, targets, a.data_generator)
+        else:
+            view, view_targets = centre_crop(published, targets)
+        train_step(a.model, a.weighting, a.optimizer, view, view_targets, clip_norm=clip_norm, epoch=round_number, step=step)
+
+
+def _minimise_noise(a: _Alternation) -> float:
+    """The min over the noise: a PGD pass over the split from the current deltas; the mean objective."""
+    import torch
+
+    from victims.batches import sequential_batches
+
+    from .pgd import objective_value, pgd_minimize, quantize_delta
+
+    h, tasks, crop = a.hyperparameters, a.dataset.tasks, a.dataset.crop_size
+    a.model.eval()
+    objective_sum = 0.0
+    for indices in sequential_batches(len(a.source), h.batch_size):
+        images, targets = a.source.batch(indices)
+        start = torch.from_numpy(a.deltas[indices.numpy()]).to(a.source.device, torch.float32)
+        delta = pgd_minimize(
+            [a.model], images, targets, tasks, objective="em", epsilon=a.epsilon, step_size=h.step_size,
+            steps=h.steps, crop_size=crop, start=start, generator=a.crop_generator,
+        )
+        a.deltas[indices.numpy()] = delta.cpu().numpy()
+        # Reported only: the objective on the published batch, centre crop (draws no random numbers).
+        objective_sum += len(indices) * objective_value(
+            [a.model], images, quantize_delta(delta, images, a.epsilon), targets, tasks, objective="em", crop_size=crop,
+        )
+    return objective_sum / len(a.source)
+
+
 def error_minimizing_noise(
     dataset: PreparedDataset, context: GenerationContext, hyperparameters: EMHyperparameters
 ) -> EMRun:
     """Run the min-min alternation of the module docstring; return the deltas and the rounds."""
     import torch
 
-    from victims.augment import CenterCrop, RandomCropFlip
     from victims.batches import sequential_batches
     from victims.config import TrainConfig
-    from victims.model import MultiTaskModel
-    from victims.train import seed_everything, train_step
+    from victims.setup import build_model
     from victims.weighting import create_weighting
 
-    from .pgd import generation_device, objective_value, pgd_minimize, quantize_delta, random_start, split_source, torch_generator
+    from .pgd import generation_device, quantize_delta, random_start, split_source, torch_generator
 
     h = hyperparameters
     device = generation_device(context)
@@ -222,11 +286,7 @@ def error_minimizing_noise(
     samples = len(source)
     recipe = TrainConfig()
 
-    seed_everything(context.seed)
-    model = MultiTaskModel(
-        tasks, h.backbone, image_size=dataset.crop_size, in_chans=dataset.image_shape[0],
-        stem=h.stem, decoder=h.decoder, decoder_width=h.decoder_width,  # type: ignore[arg-type]
-    ).to(device)
+    model = build_model(tasks, h, dataset, device, seed=context.seed)
     weighting = create_weighting("ew", len(tasks)).to(device)
     optimizer = torch.optim.Adam(model.parameters(), lr=recipe.lr, weight_decay=recipe.weight_decay)
 
@@ -234,8 +294,6 @@ def error_minimizing_noise(
     crop_generator = torch_generator(context.rng("em", "crops")) if h.augment else None
     check_generator = torch_generator(context.rng("em", "check")) if h.augment else None
     start_generator = torch_generator(context.rng("em", "start"))
-    training_crops = RandomCropFlip(tasks, dataset.crop_size)
-    centre_crop = CenterCrop(tasks, dataset.crop_size)
 
     deltas = np.empty((samples, *dataset.image_shape), dtype=np.float16)
     for indices in sequential_batches(samples, h.batch_size):
@@ -250,42 +308,19 @@ def error_minimizing_noise(
         ),
         unit="round", cap=h.max_rounds, cap_hyperparameter="max_rounds", target={"train_error": h.stop_error},
     )
-    batches = _endless_batches(samples, h.batch_size, data_generator)
+    alternation = _Alternation(
+        model, weighting, optimizer, source, deltas, dataset, epsilon, h,
+        _endless_batches(samples, h.batch_size, data_generator), data_generator, crop_generator,
+    )
     for round_number in range(1, h.max_rounds + 1):
         started = time.perf_counter()
-        model.train()
-        for step in range(1, h.model_steps + 1):
-            indices = next(batches)
-            images, targets = source.batch(indices)
-            delta = torch.from_numpy(deltas[indices.numpy()]).to(device, torch.float32)
-            published = _published(images, delta, epsilon)
-            if h.augment:
-                view, view_targets = training_crops(published, targets, data_generator)
-            else:
-                view, view_targets = centre_crop(published, targets)
-            train_step(
-                model, weighting, optimizer, view, view_targets,
-                clip_norm=recipe.clip_norm, epoch=round_number, step=step,
-            )
-        model.eval()
-        objective_sum = 0.0
-        for indices in sequential_batches(samples, h.batch_size):
-            images, targets = source.batch(indices)
-            start = torch.from_numpy(deltas[indices.numpy()]).to(device, torch.float32)
-            delta = pgd_minimize(
-                [model], images, targets, tasks, objective="em", epsilon=epsilon, step_size=h.step_size,
-                steps=h.steps, crop_size=dataset.crop_size, start=start, generator=crop_generator,
-            )
-            deltas[indices.numpy()] = delta.cpu().numpy()
-            # Reported only: the objective on the published batch, centre crop (draws no random numbers).
-            objective_sum += len(indices) * objective_value(
-                [model], images, quantize_delta(delta, images, epsilon), targets, tasks, objective="em", crop_size=dataset.crop_size,
-            )
+        _train_surrogate_steps(alternation, round_number, recipe.clip_norm)
+        objective = _minimise_noise(alternation)
         error = training_error(
             model, source, deltas, tasks, epsilon=epsilon, crop_size=dataset.crop_size,
             batch_size=h.batch_size, generator=check_generator, train_mode=h.stop_check_mode == "train",
         )
-        record = {"train_error": error, "base_loss": objective_sum / samples, "seconds": time.perf_counter() - started}
+        record = {"train_error": error, "base_loss": objective, "seconds": time.perf_counter() - started}
         run.rounds.append({"round": round_number, **record})
         context.monitor.step(round_number, record)
         if error is not None and error <= h.stop_error:

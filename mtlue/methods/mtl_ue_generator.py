@@ -304,13 +304,17 @@ class MTLUEGenerator(nn.Module):
                 maps.append(self.dense_embeddings[task.name](targets[task.name]))
         return maps
 
-    def decoder_input(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
-        """What the decoder sees: [z, e^1, ..., e^K] on channels, or the ablations' part of it."""
+    def check_images(self, images: torch.Tensor) -> None:
+        """Refuse images of another shape than the generator's, with the reason."""
         if images.ndim != 4 or tuple(images.shape[1:]) != self.image_shape:
             raise ValueError(
                 f"the generator was built for images of shape {self.image_shape}, got {tuple(images.shape)}; "
                 f"it works at the stored resolution, before any crop"
             )
+
+    def decoder_input(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+        """What the decoder sees: [z, e^1, ..., e^K] on channels, or the ablations' part of it."""
+        self.check_images(images)
         parts = []
         if self.encoder is not None:
             parts.append(self.encoder(images))
@@ -321,10 +325,64 @@ class MTLUEGenerator(nn.Module):
         return torch.cat(parts, dim=1) if len(parts) > 1 else parts[0]
 
     def forward(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor] | None = None) -> torch.Tensor:
-        """Images (B, C, H, W) in [0, 1] and their targets -> deltas (B, C, H, W) in [-epsilon, epsilon]."""
+        """Images (B, C, H, W) in [0, 1] and their targets -> deltas (B, C, H, W) in [-epsilon, epsilon].
+
+        The decoder's first layer is computed as in :meth:`first_layer`, which gives what
+        ``decoder[0](decoder_input(images, targets))`` gives up to float rounding.
+        """
         _, height, width = self.image_shape
-        out = self.decoder(self.decoder_input(images, targets))[..., :height, :width]
-        return out.clamp(-self.epsilon, self.epsilon)
+        out = self.decoder[1:](self.first_layer(images, targets))[..., :height, :width]
+        # In float32 under autocast too: bf16 cannot hold epsilon exactly.
+        return out.float().clamp(-self.epsilon, self.epsilon)
+
+    def first_layer(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor] | None) -> torch.Tensor:
+        """The decoder's first transposed convolution of ``decoder_input``, class embeddings factored out.
+
+        The layer is linear in its input channels, and a classification task's embedding map is
+        one of C_k table rows. So each row goes through the layer once per step, not once per
+        sample: the C_k output maps of every table (with the task's slice of the kernel, no
+        bias) form a (sum_k C_k, ...) matrix, and a sample's share is its one-hot labels times
+        that matrix (an unprotected task's row is the mean over classes, of detached tables, as
+        in :meth:`label_maps`). Only z and the dense tasks' maps are convolved per sample. With
+        CelebA's 40 tasks the embeddings are 640 of the layer's 768 input channels, and the
+        layer is most of the generator's cost (``bench/bench_generator.py``).
+        """
+        if not self.class_embeddings:
+            return self.decoder[0](self.decoder_input(images, targets))
+        self.check_images(images)
+        if targets is None:
+            raise ValueError("the generator uses label priors and needs the targets of every task")
+        layer: nn.ConvTranspose2d = self.decoder[0]
+        transpose = {"stride": layer.stride, "padding": layer.padding, "dilation": layer.dilation}
+        spatial, kernels, class_maps, one_hots = [], [], [], []
+        offset = 0
+        if self.encoder is not None:
+            spatial.append(self.encoder(images))
+            offset = spatial[0].shape[1]
+            kernels.append(layer.weight[:offset])
+        batch, channels = images.shape[0], self.embedding_channels
+        for task in self.tasks:
+            kernel = layer.weight[offset : offset + channels]
+            offset += channels
+            if task.name not in targets:
+                raise KeyError(f"the generator needs the labels of task {task.name!r}; got targets for {sorted(targets)}")
+            if task.kind.is_classification:
+                table = self.class_embeddings[task.name].weight
+                unprotected = task.name in self.unprotected
+                rows = (table.detach() if unprotected else table).reshape(task.num_classes, channels, *self.latent)
+                class_maps.append(F.conv_transpose2d(rows, kernel, None, **transpose))
+                if unprotected:
+                    one_hots.append(table.new_full((batch, task.num_classes), 1.0 / task.num_classes))
+                else:
+                    one_hots.append(F.one_hot(targets[task.name].long(), task.num_classes).to(table.dtype))
+            elif task.name not in self.unprotected:
+                spatial.append(self.dense_embeddings[task.name](targets[task.name]))
+                kernels.append(kernel)
+        maps = torch.cat(class_maps)
+        out = (torch.cat(one_hots, dim=1) @ maps.flatten(1)).view(batch, *maps.shape[1:])
+        if spatial:
+            out = out + F.conv_transpose2d(torch.cat(spatial, dim=1), torch.cat(kernels), None, **transpose)
+        return out + layer.bias[:, None, None]
 
 
 def _unit_rows(embeddings: Sequence[torch.Tensor]) -> list[torch.Tensor]:

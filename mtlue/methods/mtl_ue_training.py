@@ -61,12 +61,13 @@ from mtlue.data.tasks import Task, TaskKind
 from mtlue.logs import progress_bar
 from mtlue.poisons import POISONED_SPLIT
 from victims.augment import CenterCrop, RandomCropFlip, to_unit_range
-from victims.batches import BatchSource, SplitArrays, epoch_batches, sequential_batches
+from victims.batches import BatchSource, epoch_batches, prefetched, sequential_batches
 from victims.model import MultiTaskModel
 from victims.train import train_step
 
 from .mtl_ue_generator import MTLUEGenerator, inter_task_similarity, intra_task_similarity
 from .objectives import shifted_targets, ue_loss
+from .pgd import generation_device, split_source
 from .progress import GenerationMonitor
 
 __all__ = [
@@ -80,19 +81,7 @@ __all__ = [
     "publish_batch",
     "quantized_deltas",
     "run_generator_training",
-    "training_source",
 ]
-
-#: Bytes of a training split kept on the device; larger splits are gathered per batch. Only
-#: speed depends on it: the batches are the same either way.
-_DATA_BUDGET_BYTES = 1 << 30
-
-
-def training_source(dataset: PreparedDataset, device: torch.device) -> BatchSource:
-    """The training split (the one that is published) as batches on ``device``."""
-    train = dataset.split(POISONED_SPLIT)
-    return BatchSource(SplitArrays(train.images, train.targets), device, _DATA_BUDGET_BYTES)
-
 
 # --------------------------------------------------------------------------------------------
 # published images
@@ -267,6 +256,7 @@ class GeneratorTrainer:
         lr_gamma: float,
         data_generator: torch.Generator,
         binary_target: str = "untargeted",
+        amp_dtype: torch.dtype | None = None,
     ) -> None:
         if not surrogates:
             raise ValueError("the generator needs at least one surrogate to compute its loss on")
@@ -282,13 +272,18 @@ class GeneratorTrainer:
         self.intra_task_weight = float(intra_task_weight)
         self.inter_task_weight = float(inter_task_weight)
         self.data_generator = data_generator
+        self.amp_dtype = amp_dtype
         self.optimizer = torch.optim.Adam(generator.parameters(), lr=lr, weight_decay=weight_decay)
         self.scheduler = torch.optim.lr_scheduler.MultiStepLR(self.optimizer, list(lr_milestones), gamma=lr_gamma)
 
     def loss(self, images: torch.Tensor, targets: Mapping[str, torch.Tensor]) -> tuple[torch.Tensor, dict[str, float]]:
         """Total loss of one uint8 batch and its terms (base, intra_task, inter_task) as floats."""
         clean = to_unit_range(images)
-        perturbed = (clean + self.generator(clean, targets)).clamp(0.0, 1.0)
+        # The generator is most of the step; under bf16 autocast (CUDA with bf16 support) its
+        # output is clamped in float32, so the budget is the same in either precision.
+        with torch.autocast(clean.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None):
+            delta = self.generator(clean, targets)
+        perturbed = (clean + delta).clamp(0.0, 1.0)
         view, view_targets = _view(perturbed, targets, self.surrogates[0].tasks, self.crop_size, self.augment, self.data_generator)
         base = torch.stack([
             ue_loss(self.objective, model(view), view_targets, self.loss_tasks, binary_target=self.binary_target)
@@ -323,8 +318,7 @@ class GeneratorTrainer:
         """One shuffled pass of generator steps, then the scheduler step; the mean loss terms."""
         sums: dict[str, float] = {}
         steps = 0
-        for indices in epoch_batches(len(source), batch_size, self.data_generator):
-            images, targets = source.batch(indices)
+        for images, targets in prefetched(source, epoch_batches(len(source), batch_size, self.data_generator)):
             for key, value in self.step(images, targets).items():
                 sums[key] = sums.get(key, 0.0) + value
             steps += 1
@@ -446,21 +440,14 @@ def run_generator_training(
 
 def generate_mtl_ue(method: Any, dataset: PreparedDataset, context: Any) -> np.ndarray:
     """Train ``method``'s generator on ``dataset`` and return its int8 deltas (``MTLUEMethod``)."""
-    from victims.device import DeviceError, resolve_device
+    from victims.device import autocast_dtype
     from victims.train import seed_everything, stream_seed
 
     from .base import MethodError
 
     hp = method.hyperparameters
     name = method.name
-    try:
-        device = resolve_device(context.device)
-    except DeviceError as error:
-        raise MethodError(f"method {name!r}: {error}") from None
-    if device.type == "cuda":
-        # Reproducible convolution algorithms instead of benchmarked ones (reference 8.4).
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
+    device = generation_device(context)
     _check_dataset(name, dataset, hp.unprotected_tasks)
     loss_tasks = tuple(task for task in dataset.tasks if task.name not in set(hp.unprotected_tasks))
 
@@ -486,8 +473,9 @@ def generate_mtl_ue(method: Any, dataset: PreparedDataset, context: Any) -> np.n
         data_generator=data_generator,
         # TAP: untargeted, SEP: flip (the release's); EM's objective has no binary target.
         binary_target=getattr(hp, "binary_target", "untargeted"),
+        amp_dtype=autocast_dtype(device, None),
     )
-    source = training_source(dataset, device)
+    source = split_source(dataset, device)
     stop_rule = StopRule(hp.stop_error_binary, hp.stop_error_multiclass, targeted=method.targeted_stop)
     history = run_generator_training(
         trainer, source, max_epochs=hp.max_epochs, batch_size=hp.batch_size, epsilon=context.epsilon,

@@ -54,9 +54,6 @@ from .objectives import OBJECTIVES, shifted_targets, ue_loss
 if TYPE_CHECKING:
     from .pgd_hyperparameters import PGDHyperparameters
 
-#: Memory for keeping the training split on the device (as ``TrainConfig.data_budget_mb``).
-DATA_BUDGET_BYTES = 2048 * 2**20
-
 __all__ = [
     "generation_device",
     "perturb_split",
@@ -245,19 +242,24 @@ def _mean_error(counts: Mapping[str, tuple[int, int]]) -> float | None:
 
 
 def generation_device(context: GenerationContext) -> torch.device:
-    """``context.device`` as a torch device, refused with the fix if it is not available here."""
-    from victims.device import DeviceError, resolve_device
+    """``context.device`` prepared as for any training (:func:`victims.setup.prepare_device`),
+    refused with the fix if it is not available here."""
+    from victims.device import DeviceError
+    from victims.setup import prepare_device
 
     try:
-        return resolve_device(context.device)
+        return prepare_device(context.device)
     except DeviceError as error:
         raise MethodError(str(error)) from None
 
 
 def split_source(dataset: PreparedDataset, device: torch.device) -> BatchSource:
-    """Batches of the clean training split (the one a poison perturbs) on ``device``."""
+    """Batches of the clean training split (the one a poison perturbs) on ``device``, resident
+    there within the default data budget (:func:`victims.setup.data_budget_bytes`)."""
+    from victims.setup import data_budget_bytes
+
     split = dataset.split(POISONED_SPLIT)
-    return BatchSource(SplitArrays(split.images, split.targets), device, DATA_BUDGET_BYTES)
+    return BatchSource(SplitArrays(split.images, split.targets), device, data_budget_bytes(device))
 
 
 def perturb_split(

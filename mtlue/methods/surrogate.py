@@ -222,6 +222,37 @@ def _save_state_dict(model: Any, path: Path) -> None:
         torch.save(state, handle)
 
 
+def _card(
+    dataset: PreparedDataset, victim: Any, config: Any, every: int, building: Path, snapshots: list[SurrogateFile],
+    result: Any, device: Any, train_seconds: float,
+) -> SurrogateCard:
+    """The card of a trained surrogate whose final weights are in ``building``."""
+    from victims.run import versions
+
+    return SurrogateCard(
+        dataset=dataset.name,
+        train_content_hash=dataset.manifest["splits"]["train"]["content_hash"],
+        test_content_hash=dataset.manifest["splits"]["test"]["content_hash"],
+        tasks=tasks_to_json(dataset.tasks),
+        backbone=victim.backbone,
+        stem=victim.stem,
+        decoder=victim.decoder,
+        decoder_width=float(victim.decoder_width),
+        image_size=dataset.crop_size,
+        in_chans=dataset.image_shape[0],
+        epochs=config.epochs,
+        every=every,
+        seed=config.seed,
+        train_config=config.to_json(),
+        final=SurrogateFile(FINAL_NAME, config.epochs, file_sha256(building / FINAL_NAME)),
+        snapshots=tuple(snapshots),
+        metrics={"test": result.metrics, "history": result.history, "versions": versions(), "device": str(device)},
+        created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        train_seconds=train_seconds,
+        pretrained=victim.pretrained,
+    )
+
+
 def train_surrogate(
     dataset: PreparedDataset,
     out_dir: str | os.PathLike[str],
@@ -241,14 +272,10 @@ def train_surrogate(
     in MTL-UE; another weighting or single-task mode is refused. ``callbacks`` are ``fit``'s
     epoch callbacks, called after the epoch's snapshot is kept.
     """
-    import torch
-
-    from victims.batches import BatchSource, SplitArrays
     from victims.config import TrainConfig, VictimConfig
-    from victims.device import autocast_dtype, configure_threads, resolve_device
-    from victims.model import MultiTaskModel
-    from victims.run import versions
-    from victims.train import fit, seed_everything
+    from victims.device import autocast_dtype
+    from victims.setup import build_model, data_budget_bytes, prepare_device, split_sources
+    from victims.train import fit
     from victims.weighting import create_weighting
 
     victim = victim or VictimConfig()
@@ -262,23 +289,10 @@ def train_surrogate(
     out_dir = Path(out_dir)
     started = time.perf_counter()
 
-    device = resolve_device(config.device)
-    configure_threads(config.num_threads)
+    device = prepare_device(config.device, config.num_threads)
     amp_dtype = autocast_dtype(device, config.amp)
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = False
-        torch.backends.cudnn.deterministic = True
-    train_split, test_split = dataset.split("train"), dataset.split("test")
-    budget = int(config.data_budget_mb * 2**20)
-    train = BatchSource(SplitArrays(train_split.images, train_split.targets), device, budget)
-    remaining = budget - (train.split.nbytes if train.resident else 0)
-    test = BatchSource(SplitArrays(test_split.images, test_split.targets), device, remaining)
-
-    seed_everything(config.seed)
-    model = MultiTaskModel(
-        dataset.tasks, victim.backbone, image_size=dataset.crop_size, in_chans=dataset.image_shape[0],
-        stem=victim.stem, decoder=victim.decoder, decoder_width=victim.decoder_width, pretrained=victim.pretrained,  # type: ignore[arg-type]
-    ).to(device)
+    train, test = split_sources(dataset, device, data_budget_bytes(device, config.data_budget_mb))
+    model = build_model(dataset.tasks, victim, dataset, device, seed=config.seed, pretrained=victim.pretrained)
     weighting = create_weighting("ew", len(dataset.tasks)).to(device)
 
     with atomic_directory(out_dir, OUTPUT) as building:
@@ -305,28 +319,7 @@ def train_surrogate(
                 with open(work / name, "rb") as source, atomic_write(building / name, "wb") as target:
                     shutil.copyfileobj(source, target)
             snapshots.append(SurrogateFile(name, epoch, file_sha256(building / name)))
-        card = SurrogateCard(
-            dataset=dataset.name,
-            train_content_hash=dataset.manifest["splits"]["train"]["content_hash"],
-            test_content_hash=dataset.manifest["splits"]["test"]["content_hash"],
-            tasks=tasks_to_json(dataset.tasks),
-            backbone=victim.backbone,
-            stem=victim.stem,
-            decoder=victim.decoder,
-            decoder_width=float(victim.decoder_width),
-            image_size=dataset.crop_size,
-            in_chans=dataset.image_shape[0],
-            epochs=config.epochs,
-            every=every,
-            seed=config.seed,
-            train_config=config.to_json(),
-            final=SurrogateFile(FINAL_NAME, config.epochs, file_sha256(building / FINAL_NAME)),
-            snapshots=tuple(snapshots),
-            metrics={"test": result.metrics, "history": result.history, "versions": versions(), "device": str(device)},
-            created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-            train_seconds=time.perf_counter() - started,
-            pretrained=victim.pretrained,
-        )
+        card = _card(dataset, victim, config, every, building, snapshots, result, device, time.perf_counter() - started)
         atomic_write_json(building / CARD_NAME, card.to_json())
     return card
 
