@@ -55,7 +55,9 @@ class LocalSlurm:
 
     root: Path
     cpus: int = field(default_factory=lambda: os.cpu_count() or 1)
-    memory_mb: int = 4000
+    #: Declared, not measured (SlurmdParameters=config_overrides): the rules' requests (8 GB for
+    #: prepare) fit whatever the machine has; nothing enforces memory limits here.
+    memory_mb: int = 32000
     processes: dict[str, subprocess.Popen] = field(default_factory=dict)
 
     @property
@@ -82,6 +84,7 @@ class LocalSlurm:
                     f"SlurmdPort={_free_port()}",
                     "SlurmUser=root",
                     "SlurmdUser=root",
+                    "SlurmdParameters=config_overrides",
                     f"AuthInfo=socket={self.munge_socket}",
                     f"StateSaveLocation={self.root / 'state'}",
                     f"SlurmdSpoolDir={self.root / 'spool'}",
