@@ -4,6 +4,7 @@
 import json
 import re
 import shlex
+from pathlib import Path
 
 import yaml
 

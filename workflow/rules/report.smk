@@ -40,7 +40,8 @@ rule report_tables:
             f"{RESULTS}/{{dataset}}/tables/training_curves.png", category="Results", subcategory="{dataset}", caption="../report/curves.rst"
         ),
     params:
-        results=RESULTS,
+        # {results}/{dataset}/tables/scores.md
+        results=lambda wildcards, output: Path(output.tables).parents[2],
         out=lambda wildcards, output: os.path.dirname(output.tables),
     log:
         f"{LOGS}/report/{{dataset}}.log",
@@ -65,7 +66,8 @@ rule leaderboard:
         page=report(f"{RESULTS}/leaderboard/index.html", category="Leaderboard", caption="../report/leaderboard.rst"),
         markdown=f"{RESULTS}/leaderboard/leaderboard.md",
     params:
-        results=RESULTS,
+        # {results}/leaderboard/index.html
+        results=lambda wildcards, output: Path(output.page).parents[1],
         out=lambda wildcards, output: os.path.dirname(output.page),
     log:
         f"{LOGS}/leaderboard.log",
