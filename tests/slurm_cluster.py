@@ -68,8 +68,23 @@ class LocalSlurm:
     def munge_socket(self) -> Path:
         return self.root / "munge" / "munge.socket"
 
+    @property
+    def bin(self) -> Path:
+        return self.root / "bin"
+
     def environment(self, base: dict[str, str] | None = None) -> dict[str, str]:
-        return {**(os.environ if base is None else base), "SLURM_CONF": str(self.conf)}
+        base = os.environ if base is None else base
+        return {**base, "SLURM_CONF": str(self.conf), "PATH": f"{self.bin}{os.pathsep}{base.get('PATH', '')}"}
+
+    def _write_srun(self) -> None:
+        # The SLURM plugin's job step (snakemake-executor-plugin-slurm-jobstep 0.6) removes every
+        # SLURM_* variable but the job's identity before it calls srun, SLURM_CONF included, so
+        # inside a job srun would look for /etc/slurm/slurm.conf. This srun, first on the jobs'
+        # PATH, is the real one with this cluster's SLURM_CONF put back.
+        self.bin.mkdir(parents=True, exist_ok=True)
+        srun = self.bin / "srun"
+        srun.write_text(f'#!/bin/sh\nSLURM_CONF={self.conf} exec {shutil.which("srun")} "$@"\n')
+        srun.chmod(0o755)
 
     def _write_config(self) -> None:
         host = socket.gethostname().split(".")[0]
@@ -124,6 +139,7 @@ class LocalSlurm:
         if missing:
             raise SlurmUnavailable(f"{', '.join(missing)} not found; install them with {install_hint()}")
         self._write_config()
+        self._write_srun()
         munge_key = self.root / "munge" / "munge.key"
         subprocess.run(["dd", "if=/dev/urandom", f"of={munge_key}", "bs=1024", "count=1"], check=True, capture_output=True)
         munge_key.chmod(0o400)
