@@ -93,9 +93,9 @@ def run(repo: Path, scratch: Path) -> dict[str, float]:
         for line in log.read_text(errors="replace").splitlines()
         if (record := parse_line(line)) is not None
     ]
-    submitted_rules = {re.sub(r"^(rule|group)_([a-z_]+?)(_wildcards_.*)?$", r"\2", job["Comment"]) for job in jobs}
+    # sbatch comments start with rule_RULE (a group job's with rule_GROUP; the victims' group is `victim`).
     command_of = {"prepare": "prepare", "poison": "poison", "victim": "victim", "show_dataset": "show", "report_tables": "report", "leaderboard": "leaderboard"}
-    submitted_commands = {command_of[rule] for rule in submitted_rules if rule in command_of}
+    submitted_commands = {command for rule, command in command_of.items() for job in jobs if job["Comment"].startswith(f"rule_{rule}")}
     remote = [record for record in records if record["command"] in submitted_commands]
     mtlue = sum(record["exited"] - record["process_started"] for record in remote)
     return {

@@ -104,11 +104,14 @@ def test_with_a_gpu_only_the_jobs_that_need_one_ask_and_they_land_in_the_gpu_par
 
 
 def ensure_slurm_installed() -> None:
-    """Install slurm-wlm and munge with apt when they are missing; skip only where that fails."""
+    """Install slurm-wlm and munge with apt when they are missing; skip only where that fails
+    (slurmd and slurmctld run as root, as they do on a cluster)."""
+    if os.geteuid() != 0:
+        pytest.skip("a SLURM cluster on localhost needs root (slurmd, slurmctld, apt-get); run as root, e.g. in a CI container")
     if shutil.which("sbatch") and Path("/usr/sbin/slurmctld").exists() and Path("/usr/sbin/munged").exists():
         return
-    if os.geteuid() != 0 or not shutil.which("apt-get"):
-        pytest.skip(f"SLURM is not installed and cannot be installed here (needs root and apt-get): {install_hint()}")
+    if not shutil.which("apt-get"):
+        pytest.skip(f"SLURM is not installed and cannot be installed here (no apt-get): {install_hint()}")
     for command in (["apt-get", "update", "-qq"], ["apt-get", "install", "-y", "-qq", "slurm-wlm", "munge"]):
         result = subprocess.run(command, capture_output=True, text=True, env={**os.environ, "DEBIAN_FRONTEND": "noninteractive"})
         if result.returncode != 0:
@@ -214,8 +217,11 @@ def test_a_tiny_run_through_a_real_slurm_cluster(tmp_path):
             assert (job["Partition"], job["MinMemory"], job["TimeLimit"], job["NumCPUs"]) == (partition, memory, limit, "1"), job
             assert job["tres-per-job"].replace("N/A", "") == gpus, job
         # The three victims share one allocation (group `victim`) in the GPU partition.
-        groups = [job for job in jobs if job["Comment"].startswith("group_victim")]
-        assert len(groups) == 1 and groups[0]["Partition"] == "gpu", jobs
+        groups = [job for job in jobs if job["Comment"] == "rule_victim_victim"]
+        assert len(groups) == 1, jobs
+        # One after another on one victim's resources: one GPU, the three runtimes added.
+        assert (groups[0]["Partition"], groups[0]["NumCPUs"], groups[0]["MinMemory"], groups[0]["TimeLimit"]) == ("gpu", "1", "1000M", "1:00:00"), jobs
+        assert groups[0]["tres-per-job"] == "gres:gpu:1", jobs
         assert len(jobs) == len(expected) + 1, jobs
         # The cheap rules ran beside Snakemake, never through sbatch.
         assert not any(rule in job["Comment"] for job in jobs for rule in ("report_tables", "leaderboard", "show_dataset"))

@@ -48,6 +48,10 @@ for seeds, victims in sorted(VICTIM_SEED_TUPLES.items()):
             gpu=training_gpus(),
             mem_mb=RESOURCES["mem_mb"],
             runtime=RESOURCES["runtime"] * len(seeds),
+            # The profile gives each allocation one slot (a resource of local scope): the victims
+            # of a group run one after another on one victim's CPUs, memory and GPUs, their
+            # runtimes added, instead of asking for the sum of their GPUs.
+            victim_slot=1,
         shell:
             "mtlue victim --data $(dirname {input.manifest}) --poison $(dirname {input.poison})"
             " {params.flags} --seed {params.seeds} --mode {params.settings[mode]}"
