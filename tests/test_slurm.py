@@ -234,9 +234,10 @@ def test_a_tiny_run_through_a_real_slurm_cluster(tmp_path):
         assert sorted(run.data.tags["job"] for run in runs) == ["poison"] * 3 + ["surrogate"] + ["victim"] * 3
         assert all(run.info.status == "FINISHED" for run in runs)
 
-        # The same config run locally gives the same tables, byte for byte.
+        # The same config run locally gives the same tables, byte for byte (the config's hash,
+        # which the tables print, included: the local run logs to the same server).
         local = tmp_path / "local"
-        local_config = write_config(local, {**TINY, "data_root": str(data), "tracking_uri": "none"})
+        local_config = write_config(local, {**TINY, "data_root": str(data), "tracking_uri": server.uri})
         again = snakemake("--cores", "2", "--configfile", str(local_config), cwd=local, env=env, timeout=1500)
         assert again.returncode == 0, again.stderr[-3000:]
         assert tables(local / "results") == tables(workdir / "results")
