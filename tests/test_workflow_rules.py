@@ -35,3 +35,27 @@ def test_a_dry_run_writes_nothing(tmp_path):
     assert "resolved_config" in result.stdout
     written = sorted(str(path.relative_to(tmp_path)) for path in tmp_path.rglob("*") if path.name != "config.yaml")
     assert [path for path in written if not path.startswith(".snakemake")] == []
+
+
+PARSE_PROBE = """
+import sys
+from snakemake.cli import main
+try:
+    main(sys.argv[1:])
+except SystemExit as exit:
+    code = exit.code
+print("EXIT", code, "HEAVY", sorted(name for name in ("torch", "timm") if name in sys.modules))
+"""
+
+
+def test_a_cluster_job_s_parse_imports_neither_torch_nor_timm(tmp_path):
+    """Each SLURM job parses the Snakefile again (twice), in Snakemake's remote and subprocess
+    modes: those parses skip the model checks the workflow's own parse already ran."""
+    (tmp_path / "config.yaml").write_text(yaml.safe_dump({"datasets": {"tiny": {"source": "shapes"}}, "poisons": {"methods": ["clean", "tap", "em"]}}))
+    environment = {**os.environ, "PYTHONPATH": str(ROOT)}
+    for mode in ("remote", "subprocess"):
+        result = subprocess.run(
+            [sys.executable, "-c", PARSE_PROBE, "--snakefile", str(ROOT / "Snakefile"), "--mode", mode, "-n", "--quiet", "all", "--configfile", "config.yaml"],
+            cwd=tmp_path, capture_output=True, text=True, env=environment, timeout=600,
+        )
+        assert "EXIT 0 HEAVY []" in result.stdout, (mode, result.stdout[-2000:], result.stderr[-2000:])
