@@ -271,12 +271,18 @@ def test_a_paper_preset_s_dry_run_lists_exactly_the_paper_s_grid(entry, tmp_path
     (method, backbone, weighting, defense, seed) of its blocks."""
     jobs = dry_run_jobs_with(tmp_path, "--configfile", str(ROOT / entry.file))
     outputs = [path for job in jobs for path in job["outputs"]]
-    resolved = json.loads(next(tmp_path.rglob("config.json")).read_text())
+    printed = subprocess.run(
+        [str(Path(sys.executable).parent / "mtlue"), "check-config", str(ROOT / entry.file), "--print"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )
+    resolved = yaml.safe_load(printed.stdout)  # what the Snakefile resolves (a dry run writes no config.json)
     per_dataset = [
         path.removeprefix(f"{root}/").split("/")[0]
         for root in (resolved["results_root"], resolved["data_root"])
         for path in outputs
-        if path.startswith(f"{root}/") and not path.startswith(f"{resolved['results_root']}/leaderboard/")
+        if path.startswith(f"{root}/")
+        and not path.startswith(f"{resolved['results_root']}/leaderboard/")
+        and path != f"{resolved['results_root']}/config.json"
     ]
     assert set(per_dataset) == set(entry.grid.datasets)
 
