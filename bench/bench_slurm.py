@@ -24,7 +24,6 @@ Wall seconds on a shared machine: the load average is printed beside them.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import re
 import subprocess
@@ -40,8 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "tests"))
 
-from mtlue.timing import ENVIRONMENT_VARIABLE, parse_line  # noqa: E402
 from slurm_cluster import LocalSlurm  # noqa: E402
+
+from mtlue.timing import ENVIRONMENT_VARIABLE, parse_line  # noqa: E402
 
 CONFIG = {
     "datasets": {"shapes": {"options": {"train_size": 64, "test_size": 32, "image_size": 24, "crop_size": 20}}},

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-__all__ = ["DAEMONS", "SlurmUnavailable", "LocalSlurm", "install_hint"]
+__all__ = ["DAEMONS", "LocalSlurm", "SlurmUnavailable", "install_hint"]
 
 #: The programs the cluster needs, all from the packages `slurm-wlm` and `munge`.
 DAEMONS = ("munged", "slurmctld", "slurmd", "sbatch", "squeue", "scontrol", "srun")

@@ -9,7 +9,6 @@ to an `mlflow server` it starts on 127.0.0.1, and compares the tables with a loc
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import shutil
@@ -23,7 +22,6 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
-
 from slurm_cluster import LocalSlurm, SlurmUnavailable, install_hint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -61,11 +59,11 @@ def planned_jobs(output: str) -> list[dict]:
     """rule, wildcards and resources of every job a dry run prints (group members included)."""
     jobs = []
     for block in re.split(r"\n\s*\[[^\]]+\]\n", output):
-        rule = re.search(r"^\s*(?:local)?rule (\w+):", block, re.M)
-        resources = re.search(r"^\s*resources: (.*)$", block, re.M)
+        rule = re.search(r"^\s*(?:local)?rule (\w+):", block, re.MULTILINE)
+        resources = re.search(r"^\s*resources: (.*)$", block, re.MULTILINE)
         if not rule or not resources or rule.group(1) == "all":
             continue
-        wildcards = re.search(r"^\s*wildcards: (.*)$", block, re.M)
+        wildcards = re.search(r"^\s*wildcards: (.*)$", block, re.MULTILINE)
         jobs.append(
             {
                 "rule": rule.group(1),
@@ -178,6 +176,7 @@ def test_a_tiny_run_through_a_real_slurm_cluster(tmp_path):
     except SlurmUnavailable as error:
         cluster.stop()
         pytest.fail(f"SLURM is installed but its daemons did not start: {error}")
+    started_here = list(cluster.processes.values())
     server = None
     try:
         server = MlflowServer(tmp_path, free_port())
@@ -245,4 +244,5 @@ def test_a_tiny_run_through_a_real_slurm_cluster(tmp_path):
         if server is not None:
             server.stop()
         cluster.stop()
-    assert all(process.poll() is not None for process in [server.process] if server)
+    # Every daemon the test started has ended (stopped by its PID, nothing by name).
+    assert all(process.poll() is not None for process in [*started_here, server.process])
