@@ -8,6 +8,8 @@
 import os
 import sys
 
+from mtlue.config import ConfigError, validate_config
+
 from snakemake.exceptions import WorkflowError
 from snakemake.utils import min_version
 
@@ -22,6 +24,10 @@ if not workflow.overwrite_configfiles:
     configfile: "config/config.yaml"
 
 
+envvars:
+    "PATH",
+
+
 # Jobs call `mtlue`; putting this interpreter's bin folder first on PATH runs the mtlue that is
 # installed beside this Snakemake, whether or not its virtual environment is activated.
 os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.get("PATH", "")
@@ -29,11 +35,12 @@ os.environ["PATH"] = os.path.dirname(sys.executable) + os.pathsep + os.environ.g
 # log; bench/bench_workflow.py reads those lines (mtlue.timing). MTLUE_JOB_TIMING=0 turns it off.
 os.environ.setdefault("MTLUE_JOB_TIMING", "1")
 
-from mtlue.config import ConfigError, validate_config
-
 try:
-    # Validate before any job runs and fill in the schema's defaults (workflow/schemas/).
-    _resolved = validate_config(config)
+    # Validate before any job runs and fill in the schema's defaults (workflow/schemas/). The
+    # checks that need torch and timm (backbones, defenses, methods build) run in the workflow's
+    # own parse only: each cluster job parses this file again (twice, in its allocation), on the
+    # config already checked, and would pay seconds of imports each time.
+    _resolved = validate_config(config, check_models=workflow.is_main_process)
 except ConfigError as error:
     raise WorkflowError(f"config error: {error}") from None
 config.clear()
@@ -47,6 +54,19 @@ include: "workflow/rules/poison.smk"
 include: "workflow/rules/submission.smk"
 include: "workflow/rules/victim.smk"
 include: "workflow/rules/report.smk"
+
+
+# Seconds of work each: on a cluster they run beside Snakemake instead of waiting for a slot.
+localrules:
+    show_dataset,
+    install_submission,
+    resolved_config,
+    report_tables,
+    leaderboard,
+
+
+onstart:
+    check_cluster_account(workflow)
 
 
 rule all:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -86,7 +87,8 @@ def dry_run_jobs_with(workdir: Path, *args: str) -> list[dict]:
     result = run_snakemake("-n", "-p", *args, cwd=workdir)
     assert result.returncode == 0, result.stderr
     jobs = []
-    for block in (result.stdout + result.stderr).split("\nrule ")[1:]:
+    # Victim jobs are printed inside their group job (the rule's `group: victim`), indented.
+    for block in re.split(r"\n\s*rule ", result.stdout + result.stderr)[1:]:
         rule = block.split(":", 1)[0]
         output = next((line.split(":", 1)[1] for line in block.splitlines() if line.strip().startswith("output:")), "")
         command = next((line.split(":", 1)[1] for line in block.splitlines() if line.startswith("Shell command:")), "")
@@ -139,6 +141,9 @@ def test_a_config_file_runs_alone_as_check_config_resolves_it(tmp_path):
         [str(Path(sys.executable).parent / "mtlue"), "check-config", "mine.yaml", "--print"],
         cwd=workdir, capture_output=True, text=True, check=True,
     )
+    # The resolved config is written by its own rule (a dry run writes nothing).
+    written = run_snakemake("--cores", "1", "results/config.json", "--configfile", "mine.yaml", cwd=workdir)
+    assert written.returncode == 0, written.stderr[-3000:]
     used = json.loads((workdir / "results" / "config.json").read_text())
     used.pop("submitted")
     assert used == yaml.safe_load(printed.stdout)
@@ -147,6 +152,8 @@ def test_a_config_file_runs_alone_as_check_config_resolves_it(tmp_path):
     # Without a config file the embedded default runs; `--config` still changes single keys.
     jobs = dry_run_jobs_with(workdir, "--config", "tracking_uri=none")
     assert any("photodigits" in path for job in jobs for path in job["outputs"])
+    written = run_snakemake("--cores", "1", "results/config.json", "--config", "tracking_uri=none", cwd=workdir)
+    assert written.returncode == 0, written.stderr[-3000:]
     used = json.loads((workdir / "results" / "config.json").read_text())
     assert used["tracking_uri"] == "none" and used["poisons"]["methods"] == ["clean", "em"]
 
@@ -264,12 +271,18 @@ def test_a_paper_preset_s_dry_run_lists_exactly_the_paper_s_grid(entry, tmp_path
     (method, backbone, weighting, defense, seed) of its blocks."""
     jobs = dry_run_jobs_with(tmp_path, "--configfile", str(ROOT / entry.file))
     outputs = [path for job in jobs for path in job["outputs"]]
-    resolved = json.loads(next(tmp_path.rglob("config.json")).read_text())
+    printed = subprocess.run(
+        [str(Path(sys.executable).parent / "mtlue"), "check-config", str(ROOT / entry.file), "--print"],
+        cwd=tmp_path, capture_output=True, text=True, check=True,
+    )
+    resolved = yaml.safe_load(printed.stdout)  # what the Snakefile resolves (a dry run writes no config.json)
     per_dataset = [
         path.removeprefix(f"{root}/").split("/")[0]
         for root in (resolved["results_root"], resolved["data_root"])
         for path in outputs
-        if path.startswith(f"{root}/") and not path.startswith(f"{resolved['results_root']}/leaderboard/")
+        if path.startswith(f"{root}/")
+        and not path.startswith(f"{resolved['results_root']}/leaderboard/")
+        and path != f"{resolved['results_root']}/config.json"
     ]
     assert set(per_dataset) == set(entry.grid.datasets)
 

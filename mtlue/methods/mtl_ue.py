@@ -39,7 +39,7 @@ import numpy as np
 from mtlue.data.store import PreparedDataset
 
 from .base import GenerationContext, MethodError, Requirement, UEMethod
-from .objectives import check_binary_target
+from .binary_targets import check_binary_target
 from .registry import register_method
 
 if TYPE_CHECKING:

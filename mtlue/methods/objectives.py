@@ -53,25 +53,14 @@ import torch
 from mtlue.data.tasks import IGNORE_INDEX, Task, TaskKind
 from victims.losses import task_loss
 
+from .binary_targets import BINARY_TARGETS, BinaryTarget, check_binary_target
+
 __all__ = ["BINARY_TARGETS", "OBJECTIVES", "BinaryTarget", "Objective", "check_binary_target", "shifted_targets", "ue_loss"]
 
 Objective = Literal["em", "tap"]
 #: The objectives :func:`ue_loss` knows.
 OBJECTIVES: tuple[str, ...] = ("em", "tap")
 
-BinaryTarget = Literal["untargeted", "flip"]
-#: How the ``"tap"`` objective attacks a binary task (module docstring).
-BINARY_TARGETS: tuple[str, ...] = ("untargeted", "flip")
-
-
-def check_binary_target(value: object) -> str:
-    """``value`` if it is one of :data:`BINARY_TARGETS`, else a ValueError naming the choices."""
-    if value not in BINARY_TARGETS:
-        raise ValueError(
-            f"binary_target must be one of {', '.join(BINARY_TARGETS)} (untargeted: ascend the BCE on the true labels, "
-            f"the release's TAP; flip: descend toward 1 - y, the release's SEP); got {value!r}"
-        )
-    return str(value)
 
 _TARGETED_KINDS = (TaskKind.BINARY, TaskKind.MULTICLASS, TaskKind.SEGMENTATION)
 

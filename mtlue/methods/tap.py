@@ -34,7 +34,7 @@ import numpy as np
 from mtlue.data.store import PreparedDataset
 
 from .base import GenerationContext, Requirement, UEMethod
-from .objectives import check_binary_target
+from .binary_targets import check_binary_target
 from .pgd_hyperparameters import PGDHyperparameters
 from .registry import register_method
 

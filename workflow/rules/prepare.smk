@@ -12,6 +12,8 @@ rule prepare:
         tasks=dataset_task_flags,
     log:
         f"{LOGS}/prepare/{{dataset}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=8000,
@@ -34,6 +36,8 @@ rule show_dataset:
         ),
     log:
         f"{LOGS}/show/{{dataset}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,

@@ -1,34 +1,26 @@
 # Stage 5: per dataset, the tables and plots of every victim (mtlue report), then one leaderboard
 # over every dataset (mtlue leaderboard). Both read only the victims' metrics.json files and the
 # poison cards, plus the resolved config (which victims count, and its hash as provenance).
-
-# The resolved config as the report commands read it, with each dataset's submissions. Rewritten
-# only when its content changes, so that its timestamp alone never reruns the reports.
-RESOLVED_CONFIG = f"{RESULTS}/config.json"
+# All three rules are cheap: on a cluster they run beside Snakemake (localrules in the Snakefile).
 
 
-def write_resolved_config():
-    import json
-
-    text = json.dumps({**config, "submitted": SUBMITTED}, indent=2, sort_keys=True) + "\n"
-    path = RESOLVED_CONFIG
-    if os.path.exists(path) and open(path, encoding="utf-8").read() == text:
-        return
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    with open(path + ".tmp", "w", encoding="utf-8") as handle:
-        handle.write(text)
-    os.replace(path + ".tmp", path)
-
-
-write_resolved_config()
-
-
-def poison_cards(dataset):
-    return [f"{RESULTS}/{dataset}/poisons/{method}/card.json" for method in [*METHODS, *SUBMITTED[dataset]]]
-
-
-def report_tables(wildcards):
-    return {"victims": victim_metrics(wildcards.dataset), "cards": poison_cards(wildcards.dataset)}
+rule resolved_config:
+    output:
+        RESOLVED_CONFIG,
+    params:
+        # The content itself: Snakemake reruns the rule when it changes, and only then.
+        text=RESOLVED_CONFIG_TEXT,
+    log:
+        f"{LOGS}/resolved_config.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=500,
+        runtime=5,
+        gpu=0,
+    run:
+        write_resolved_config(output[0], params.text)
 
 
 rule report_tables:
@@ -48,16 +40,20 @@ rule report_tables:
             f"{RESULTS}/{{dataset}}/tables/training_curves.png", category="Results", subcategory="{dataset}", caption="../report/curves.rst"
         ),
     params:
+        # {results}/{dataset}/tables/scores.md
+        results=lambda wildcards, output: Path(output.tables).parents[2],
         out=lambda wildcards, output: os.path.dirname(output.tables),
     log:
         f"{LOGS}/report/{{dataset}}.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
         gpu=0,
     shell:
-        "mtlue report --results {RESULTS} --dataset {wildcards.dataset} --out {params.out}"
+        "mtlue report --results {params.results} --dataset {wildcards.dataset} --out {params.out}"
         " --config-json {input.config} > {log} 2>&1"
 
 
@@ -70,13 +66,17 @@ rule leaderboard:
         page=report(f"{RESULTS}/leaderboard/index.html", category="Leaderboard", caption="../report/leaderboard.rst"),
         markdown=f"{RESULTS}/leaderboard/leaderboard.md",
     params:
+        # {results}/leaderboard/index.html
+        results=lambda wildcards, output: Path(output.page).parents[1],
         out=lambda wildcards, output: os.path.dirname(output.page),
     log:
         f"{LOGS}/leaderboard.log",
+    conda:
+        CONDA_ENV
     threads: 1
     resources:
         mem_mb=2000,
         runtime=10,
         gpu=0,
     shell:
-        "mtlue leaderboard --results {RESULTS} --out {params.out} --config-json {input.config} --protocol default > {log} 2>&1"
+        "mtlue leaderboard --results {params.results} --out {params.out} --config-json {input.config} --protocol default > {log} 2>&1"

@@ -3,14 +3,6 @@
 # split) and installed where the poison stage would have written it, so the victims, tables and
 # leaderboard treat it like any configured method. The submitter never runs a victim.
 
-import re
-
-from mtlue.poisons.submissions import list_submissions
-
-SUBMISSIONS = config["submissions_root"]
-SUBMITTED = {dataset: list_submissions(SUBMISSIONS, dataset) for dataset in DATASETS}
-SUBMITTED_NAMES = sorted({name for names in SUBMITTED.values() for name in names})
-
 
 rule install_submission:
     input:
@@ -28,8 +20,17 @@ rule install_submission:
     wildcard_constraints:
         # Matches nothing when there are no submissions, so the poison rule owns every method.
         method="|".join(map(re.escape, SUBMITTED_NAMES)) or "(?!)",
+    params:
+        epsilon=POISONS["epsilon"],
     log:
         f"{LOGS}/install_submission/{{dataset}}/{{method}}.log",
+    conda:
+        CONDA_ENV
+    threads: 1
+    resources:
+        mem_mb=2000,
+        runtime=10,
+        gpu=0,
     shell:
         "mtlue install-submission --data $(dirname {input.manifest}) --submission $(dirname {input.card})"
-        " --out $(dirname {output.card}) --epsilon {POISONS[epsilon]} --preview {output.preview} > {log} 2>&1"
+        " --out $(dirname {output.card}) --epsilon {params.epsilon} --preview {output.preview} > {log} 2>&1"
