@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 from html.parser import HTMLParser
@@ -25,7 +26,7 @@ from mtlue.leaderboard import (
     resolve_protocol,
     validate_entry,
 )
-from mtlue.leaderboard.provenance import git_commit
+from mtlue.tracking.provenance import git_commit
 from mtlue.leaderboard.reported import REPORTED_LABEL, reported_applies
 from mtlue.report import ReportError, Selection, collect_victims, victim_frame
 
@@ -343,6 +344,21 @@ def test_victims_of_a_regenerated_poison_are_refused(tiny_victim_results, tmp_pa
     card_path.unlink()
     with pytest.raises(ReportError, match="no poison card at"):
         build_leaderboard(results)
+
+
+def test_an_entry_names_the_commit_its_victims_ran_at_not_the_boards(measured, tiny_victim_results):
+    records, protocol, entries, _ = measured
+    ran_at = {record.git_commit for record in records}
+    assert ran_at == {git_commit()}  # the victims recorded the checkout they ran from
+    assert all(entry["provenance"]["git_commit"] == git_commit() for entry in entries.values())
+    other = "f" * 40
+    moved = [dataclasses.replace(record, git_commit=other) for record in records]
+    rebuilt, _ = build_entries(tiny_victim_results, moved, protocol)
+    assert {entry["provenance"]["git_commit"] for entry in rebuilt} == {other}
+    lsp = [r for r in moved if r.method == "lsp"]
+    mixed = [dataclasses.replace(lsp[0], git_commit=None), *lsp[1:], *[r for r in moved if r.method != "lsp"]]
+    by_method = {entry["method"]: entry["provenance"]["git_commit"] for entry in build_entries(tiny_victim_results, mixed, protocol)[0]}
+    assert by_method == {"clean": other, "lsp": "unknown"}  # one victim without a record: no claim
 
 
 def test_git_commit_is_unknown_outside_git(tmp_path):

@@ -66,6 +66,7 @@ import torch
 from mtlue.data.store import PreparedDataset
 from mtlue.data.tasks import Task
 from mtlue.timing import Instant, process_started
+from mtlue.tracking.provenance import git_commit
 from mtlue.victim_metrics import FORMAT, is_victim_metrics
 
 from .backbones import get_backbone_spec
@@ -146,6 +147,7 @@ class VictimResult:
             "timing": self.timing,
             "versions": versions(),
             "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+            "git_commit": git_commit(),
         }
 
 

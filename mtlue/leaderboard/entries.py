@@ -53,7 +53,7 @@ from mtlue.poisons.card import PoisonCard
 
 from .measure import Skipped, measure
 from .protocol import Protocol
-from .provenance import git_commit
+from .provenance import victims_commit
 from .ranking import entry_ranks
 from .schema import ENTRY_FORMAT, validate_entry
 
@@ -101,7 +101,6 @@ def build_entries(
     if clean is None:
         return [], measured.skipped
     dataset, tasks = measured.dataset, measured.tasks
-    commit = commit or git_commit()
     created = datetime.now(timezone.utc).isoformat(timespec="seconds")
     from mtlue import __version__
 
@@ -133,7 +132,7 @@ def build_entries(
             "poison": poison_summary(card),
             "convergence": convergence,
             "provenance": {
-                "git_commit": commit,
+                "git_commit": commit or victims_commit(method_records),
                 "config_sha256": config_hash,
                 "poison_sha256": None if card is None else card.sha256,
                 "train_content_hash": records[0].train_content_hash,

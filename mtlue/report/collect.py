@@ -64,6 +64,8 @@ class VictimRecord:
     train_content_hash: str
     test_content_hash: str
     created: str
+    #: The commit the victim ran at; None in metrics written before it was recorded.
+    git_commit: str | None = None
     defense_options: dict[str, Any] = field(default_factory=dict)
     history: tuple[dict[str, Any], ...] = ()
 
@@ -176,7 +178,7 @@ def load_victim(path: str | Path, dataset: str | None = None) -> VictimRecord:
         path=path, dataset=dataset, method=method, backbone=backbone, weighting=weighting, defense=defense, seed=seed,
         mode=str(data["mode"]), tasks=tasks, metrics=metrics, aggregate=aggregate, train_images=train_images,
         train_content_hash=str(info["train_content_hash"]), test_content_hash=str(info["test_content_hash"]),
-        created=str(data.get("created", "")), defense_options=defense_options, history=history,
+        created=str(data.get("created", "")), git_commit=data.get("git_commit"), defense_options=defense_options, history=history,
     )
 
 
