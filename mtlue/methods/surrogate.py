@@ -336,6 +336,10 @@ def _describe(signature: list[tuple[str, str, int]]) -> str:
     return ", ".join(f"{name} ({kind}, {classes})" for name, kind, classes in signature)
 
 
+#: The fix every refused surrogate shares.
+_RETRAIN = "train a matching surrogate with `mtlue surrogate --data DATASET --out FOLDER`"
+
+
 def load_surrogate(
     path: str | os.PathLike[str],
     dataset: PreparedDataset | Sequence[Task],
@@ -355,54 +359,12 @@ def load_surrogate(
     from victims.model import MultiTaskModel
 
     path = Path(path)
-    retrain = "train a matching surrogate with `mtlue surrogate --data DATASET --out FOLDER`"
-    if not path.is_file():
-        raise SurrogateError(f"no surrogate model file at {path}; {retrain}")
-    card = read_surrogate_card(path.parent)
-    entry = card.files().get(path.name)
-    if entry is None:
-        raise SurrogateError(
-            f"{path.name} is not listed in {path.parent / CARD_NAME} (files: {', '.join(card.files())}); "
-            f"pass one of those, or {retrain}"
-        )
-    if file_sha256(path) != entry.sha256:
-        raise SurrogateError(
-            f"{path} does not match the sha256 its card records: the file changed after training; "
-            f"delete {path.parent} and {retrain}"
-        )
-
+    card = _verified_card(path)
     tasks = dataset.tasks if isinstance(dataset, PreparedDataset) else tuple(dataset)
-    expected, found = _task_signature(tasks_to_json(tasks)), _task_signature(card.tasks)
-    if expected != found:
-        raise SurrogateError(
-            f"surrogate {path} predicts tasks [{_describe(found)}] but the data has tasks "
-            f"[{_describe(expected)}]; {retrain.replace('DATASET', 'THAT_DATASET')}"
-        )
-    if backbone is not None and backbone != card.backbone:
-        raise SurrogateError(
-            f"surrogate {path} is a {card.backbone!r} network, {backbone!r} was asked for; "
-            f"train one with `mtlue surrogate --backbone {backbone} ...` or ask for {card.backbone!r}"
-        )
+    _check_surrogate_fits(path, card, tasks, backbone)
     if isinstance(dataset, PreparedDataset):
-        problems = []
-        if card.image_size != dataset.crop_size:
-            problems.append(f"crop size {card.image_size} vs the dataset's {dataset.crop_size}")
-        if card.in_chans != dataset.image_shape[0]:
-            problems.append(f"{card.in_chans} image channel(s) vs the dataset's {dataset.image_shape[0]}")
-        if card.train_content_hash != dataset.manifest["splits"]["train"]["content_hash"]:
-            problems.append(f"it was trained on another version of the train split (dataset {card.dataset!r})")
-        if problems:
-            raise SurrogateError(
-                f"surrogate {path} does not fit dataset {dataset.name!r} at {dataset.root}: {'; '.join(problems)}; "
-                f"train one with `mtlue surrogate --data {dataset.root} --out FOLDER`"
-            )
-
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
-        raise SurrogateError(f"cannot read surrogate {path} ({error}); delete {path.parent} and {retrain}") from None
-    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
-        raise SurrogateError(f"{path} does not hold a plain state_dict of tensors; delete {path.parent} and {retrain}")
+        _check_surrogate_fits_data(path, card, dataset)
+    state = _read_state_dict(path)
 
     # Building the network draws its (discarded) initialisation from torch's global generator;
     # forking keeps the caller's random stream where it was.
@@ -416,7 +378,70 @@ def load_surrogate(
     except RuntimeError as error:
         first = str(error).splitlines()[:3]
         raise SurrogateError(
-            f"{path} does not fit the network its card describes ({' '.join(first)}); delete {path.parent} and {retrain}"
+            f"{path} does not fit the network its card describes ({' '.join(first)}); delete {path.parent} and {_RETRAIN}"
         ) from None
     model.requires_grad_(False)
     return model.eval().to(device)
+
+
+def _verified_card(path: Path) -> SurrogateCard:
+    """The card of the surrogate file ``path``, once the file is there, listed and unchanged."""
+    if not path.is_file():
+        raise SurrogateError(f"no surrogate model file at {path}; {_RETRAIN}")
+    card = read_surrogate_card(path.parent)
+    entry = card.files().get(path.name)
+    if entry is None:
+        raise SurrogateError(
+            f"{path.name} is not listed in {path.parent / CARD_NAME} (files: {', '.join(card.files())}); "
+            f"pass one of those, or {_RETRAIN}"
+        )
+    if file_sha256(path) != entry.sha256:
+        raise SurrogateError(
+            f"{path} does not match the sha256 its card records: the file changed after training; "
+            f"delete {path.parent} and {_RETRAIN}"
+        )
+    return card
+
+
+def _check_surrogate_fits(path: Path, card: SurrogateCard, tasks: Sequence[Task], backbone: str | None) -> None:
+    """The surrogate predicts ``tasks`` and is the ``backbone`` asked for (when one is)."""
+    expected, found = _task_signature(tasks_to_json(tasks)), _task_signature(card.tasks)
+    if expected != found:
+        raise SurrogateError(
+            f"surrogate {path} predicts tasks [{_describe(found)}] but the data has tasks "
+            f"[{_describe(expected)}]; {_RETRAIN.replace('DATASET', 'THAT_DATASET')}"
+        )
+    if backbone is not None and backbone != card.backbone:
+        raise SurrogateError(
+            f"surrogate {path} is a {card.backbone!r} network, {backbone!r} was asked for; "
+            f"train one with `mtlue surrogate --backbone {backbone} ...` or ask for {card.backbone!r}"
+        )
+
+
+def _check_surrogate_fits_data(path: Path, card: SurrogateCard, dataset: PreparedDataset) -> None:
+    """The surrogate saw ``dataset``'s crop size, channels and train split."""
+    problems = []
+    if card.image_size != dataset.crop_size:
+        problems.append(f"crop size {card.image_size} vs the dataset's {dataset.crop_size}")
+    if card.in_chans != dataset.image_shape[0]:
+        problems.append(f"{card.in_chans} image channel(s) vs the dataset's {dataset.image_shape[0]}")
+    if card.train_content_hash != dataset.manifest["splits"]["train"]["content_hash"]:
+        problems.append(f"it was trained on another version of the train split (dataset {card.dataset!r})")
+    if problems:
+        raise SurrogateError(
+            f"surrogate {path} does not fit dataset {dataset.name!r} at {dataset.root}: {'; '.join(problems)}; "
+            f"train one with `mtlue surrogate --data {dataset.root} --out FOLDER`"
+        )
+
+
+def _read_state_dict(path: Path) -> Any:
+    """The plain state_dict of tensors saved at ``path``."""
+    import torch
+
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as error:
+        raise SurrogateError(f"cannot read surrogate {path} ({error}); delete {path.parent} and {_RETRAIN}") from None
+    if not isinstance(state, Mapping) or not all(isinstance(value, torch.Tensor) for value in state.values()):
+        raise SurrogateError(f"{path} does not hold a plain state_dict of tensors; delete {path.parent} and {_RETRAIN}")
+    return state
