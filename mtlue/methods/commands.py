@@ -16,9 +16,13 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from typing import TYPE_CHECKING
 
 from mtlue.arguments import key_value
 from mtlue.poisons import DEFAULT_EPSILON
+
+if TYPE_CHECKING:
+    from .base import GenerationContext
 
 __all__ = ["add_commands", "run_poison"]
 
@@ -70,50 +74,21 @@ def add_commands(subparsers: argparse._SubParsersAction) -> None:
 
 def run_poison(args: argparse.Namespace) -> None:
     from mtlue.data.store import PreparedDataset
-    from mtlue.io import check_output_dir, check_output_file, is_png
-    from mtlue.poisons.card import STORE_OUTPUT
     from mtlue.poisons.preview import render_poison_preview
     from mtlue.tracking import log_poison_result, track_poison, tracking_settings
-    from victims.config import check_seed
 
-    from .base import GenerationContext, MethodError
     from .classwise import ClasswiseMethod, classification_tasks
     from .generate import make_poison
     from .registry import create_method
 
-    inputs = [("--data", args.data), ("--surrogate-dir", args.surrogate_dir), ("--surrogate", args.surrogate),
-              *(("--surrogate-checkpoint", path) for path in args.surrogate_checkpoints)]
-    try:
-        check_seed(args.seed)
-    except ValueError as error:
-        raise MethodError(str(error)) from None
-    check_output_dir(args.out, STORE_OUTPUT, inputs=inputs)
-    if args.preview:
-        check_output_file(args.preview, what="preview PNG", inputs=[*inputs, ("--out", args.out)], replaceable=is_png, example="preview.png", flag="--preview")
-    keys = [key for key, _ in args.hyperparameters]
-    repeated = sorted({key for key in keys if keys.count(key) > 1})
-    if repeated:
-        raise MethodError(f"hyperparameter(s) {', '.join(repeated)} set more than once with --set; keep one")
+    _check_poison_arguments(args)
     method = create_method(args.method, **dict(args.hyperparameters))
     if args.num_threads is not None:
         from victims.device import configure_threads
 
         configure_threads(args.num_threads)
     dataset = PreparedDataset(args.data)
-    surrogate, checkpoints = args.surrogate, tuple(args.surrogate_checkpoints)
-    if args.surrogate_dir is not None:
-        from .surrogate import surrogate_files
-
-        if surrogate is not None or checkpoints:
-            raise MethodError("give the surrogate either as --surrogate-dir or as --surrogate/--surrogate-checkpoint files, not both")
-        surrogate, checkpoints = surrogate_files(args.surrogate_dir)
-    context = GenerationContext(
-        seed=args.seed,
-        epsilon=args.epsilon,
-        device=args.device,
-        surrogate=surrogate,
-        surrogate_checkpoints=checkpoints,
-    )
+    context = _generation_context(args)
     print(f"poisoning {dataset.name} with {method!r}, epsilon {context.epsilon}/255, seed {context.seed}", file=sys.stderr)
     if isinstance(method, ClasswiseMethod):
         tasks = classification_tasks(dataset, method.name)
@@ -133,3 +108,40 @@ def run_poison(args: argparse.Namespace) -> None:
             print(f"preview written to {preview}")
         if tracker is not None:
             log_poison_result(tracker, store, preview)
+
+
+def _check_poison_arguments(args: argparse.Namespace) -> None:
+    """Everything about ``mtlue poison``'s arguments that can fail before any work starts."""
+    from mtlue.io import check_output_dir, check_output_file, is_png
+    from mtlue.poisons.card import STORE_OUTPUT
+    from victims.config import check_seed
+
+    from .base import MethodError
+
+    inputs = [("--data", args.data), ("--surrogate-dir", args.surrogate_dir), ("--surrogate", args.surrogate),
+              *(("--surrogate-checkpoint", path) for path in args.surrogate_checkpoints)]
+    try:
+        check_seed(args.seed)
+    except ValueError as error:
+        raise MethodError(str(error)) from None
+    check_output_dir(args.out, STORE_OUTPUT, inputs=inputs)
+    if args.preview:
+        check_output_file(args.preview, what="preview PNG", inputs=[*inputs, ("--out", args.out)], replaceable=is_png, example="preview.png", flag="--preview")
+    keys = [key for key, _ in args.hyperparameters]
+    repeated = sorted({key for key in keys if keys.count(key) > 1})
+    if repeated:
+        raise MethodError(f"hyperparameter(s) {', '.join(repeated)} set more than once with --set; keep one")
+
+
+def _generation_context(args: argparse.Namespace) -> GenerationContext:
+    """The seed, budget, device and surrogate files ``mtlue poison`` was given."""
+    from .base import GenerationContext, MethodError
+
+    surrogate, checkpoints = args.surrogate, tuple(args.surrogate_checkpoints)
+    if args.surrogate_dir is not None:
+        from .surrogate import surrogate_files
+
+        if surrogate is not None or checkpoints:
+            raise MethodError("give the surrogate either as --surrogate-dir or as --surrogate/--surrogate-checkpoint files, not both")
+        surrogate, checkpoints = surrogate_files(args.surrogate_dir)
+    return GenerationContext(seed=args.seed, epsilon=args.epsilon, device=args.device, surrogate=surrogate, surrogate_checkpoints=checkpoints)
