@@ -380,15 +380,8 @@ class FolderDataset(DatasetBuilder):
         root = self._data_folder()
         images_dir = root / IMAGE_FOLDER
         table = read_label_table(root / LABELS_FILE)
-        declarations = self._declarations(root)
-        classification, labels = self._classification_tasks(table, declarations)
-        dense = self._dense_tasks(root, table, declarations)
+        classification, labels, dense = self._tasks(root, table)
         tasks = classification + dense
-        if not tasks:
-            raise DatasetError(
-                f"{table.path} has no label column and {root / DENSE_FOLDER} no dense task; add at "
-                f"least one task (see {DOCS})"
-            )
 
         image_values = table.values(IMAGE_COLUMN)
         self._require_unique_images(table)
@@ -401,13 +394,6 @@ class FolderDataset(DatasetBuilder):
 
         channels = self.options.channels
         mode = "L" if channels == 1 else "RGB"
-        provenance = {
-            "folder": str(root),
-            "files": {
-                name: file_checksum(root / name) for name in (LABELS_FILE, TASKS_FILE) if (root / name).is_file()
-            },
-        }
-
         def preprocess(source: ImageSource) -> np.ndarray:
             return to_array(resize(open_image(source, mode), height, width))
 
@@ -416,7 +402,7 @@ class FolderDataset(DatasetBuilder):
             tasks=tasks,
             image_shape=(channels, height, width),
             crop_size=self.options.crop_size or min(height, width),
-            provenance=provenance,
+            provenance=_provenance(root),
             description=f"user folder {root}: {len(tasks)} tasks",
         ) as writer:
             splits = {split: writer.split(split, len(indices)) for split, indices in rows.items()}
@@ -440,6 +426,18 @@ class FolderDataset(DatasetBuilder):
                 preprocess,
                 description=f"folder {root.name}",
             )
+
+    def _tasks(self, root: Path, table: LabelTable) -> tuple[tuple[Task, ...], dict[str, np.ndarray], tuple[Task, ...]]:
+        """The classification tasks with their labels, and the dense tasks, of the folder; at least one."""
+        declarations = self._declarations(root)
+        classification, labels = self._classification_tasks(table, declarations)
+        dense = self._dense_tasks(root, table, declarations)
+        if not classification and not dense:
+            raise DatasetError(
+                f"{table.path} has no label column and {root / DENSE_FOLDER} no dense task; add at "
+                f"least one task (see {DOCS})"
+            )
+        return classification, labels, dense
 
     def _data_folder(self) -> Path:
         root = Path(self.options.path).expanduser().resolve()
@@ -573,3 +571,11 @@ class FolderDataset(DatasetBuilder):
         is_test = np.zeros(count, dtype=bool)
         is_test[test] = True
         return {"train": np.flatnonzero(~is_test), "test": test}
+
+
+def _provenance(root: Path) -> dict[str, Any]:
+    """Where the prepared copy came from: the folder and the checksums of its label files."""
+    return {
+        "folder": str(root),
+        "files": {name: file_checksum(root / name) for name in (LABELS_FILE, TASKS_FILE) if (root / name).is_file()},
+    }
