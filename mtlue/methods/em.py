@@ -62,7 +62,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -272,12 +272,11 @@ def error_minimizing_noise(
     """Run the min-min alternation of the module docstring; return the deltas and the rounds."""
     import torch
 
-    from victims.batches import sequential_batches
     from victims.config import TrainConfig
     from victims.setup import build_model
     from victims.weighting import create_weighting
 
-    from .pgd import generation_device, quantize_delta, random_start, split_source, torch_generator
+    from .pgd import generation_device, split_source, torch_generator
 
     h = hyperparameters
     device = generation_device(context)
@@ -295,10 +294,7 @@ def error_minimizing_noise(
     check_generator = torch_generator(context.rng("em", "check")) if h.augment else None
     start_generator = torch_generator(context.rng("em", "start"))
 
-    deltas = np.empty((samples, *dataset.image_shape), dtype=np.float16)
-    for indices in sequential_batches(samples, h.batch_size):
-        images, _ = source.batch(indices)
-        deltas[indices.numpy()] = random_start(images, epsilon, start_generator).cpu().numpy()
+    deltas = _random_starts(source, dataset.image_shape, epsilon, h.batch_size, start_generator)
 
     run = EMRun(deltas=np.empty(0, dtype=np.int8))
     context.monitor.begin(
@@ -328,13 +324,37 @@ def error_minimizing_noise(
             break
     context.monitor.end("stop_rule" if run.stopped_by == "stop_error" else "cap")
 
-    levels = np.empty((samples, *dataset.image_shape), dtype=np.int8)
-    for indices in sequential_batches(samples, h.batch_size):
+    run.deltas = _quantized(source, deltas, epsilon, h.batch_size, device)
+    return run
+
+
+def _random_starts(source: Any, image_shape: Sequence[int], epsilon: float, batch_size: int, generator: Any) -> np.ndarray:
+    """Every sample's random start in the budget, as float16 deltas (the alternation's state)."""
+    from victims.batches import sequential_batches
+
+    from .pgd import random_start
+
+    deltas = np.empty((len(source), *image_shape), dtype=np.float16)
+    for indices in sequential_batches(len(source), batch_size):
+        images, _ = source.batch(indices)
+        deltas[indices.numpy()] = random_start(images, epsilon, generator).cpu().numpy()
+    return deltas
+
+
+def _quantized(source: Any, deltas: np.ndarray, epsilon: float, batch_size: int, device: Any) -> np.ndarray:
+    """The deltas as the int8 levels a store holds, each image kept in [0, 1]."""
+    import torch
+
+    from victims.batches import sequential_batches
+
+    from .pgd import quantize_delta
+
+    levels = np.empty(deltas.shape, dtype=np.int8)
+    for indices in sequential_batches(len(source), batch_size):
         images, _ = source.batch(indices)
         delta = torch.from_numpy(deltas[indices.numpy()]).to(device, torch.float32)
         levels[indices.numpy()] = quantize_delta(delta, images, epsilon).cpu().numpy()
-    run.deltas = levels
-    return run
+    return levels
 
 
 @register_method("em")
