@@ -48,6 +48,16 @@ def _prepare_shapes(root, **options):
     return PreparedDataset(root / "shapes")
 
 
+
+def free_port() -> int:
+    """A TCP port on 127.0.0.1 that nothing listens on now (for servers the tests start)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
 @pytest.fixture(scope="session")
 def tiny_shapes(tmp_path_factory):
     """32 training scenes with the 9 classification tasks (6 binary, 3 multiclass)."""

@@ -23,6 +23,8 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from conftest import free_port
+
 __all__ = ["DAEMONS", "LocalSlurm", "SlurmUnavailable", "install_hint"]
 
 #: The programs the cluster needs, all from the packages `slurm-wlm` and `munge`.
@@ -41,12 +43,6 @@ def install_hint() -> str:
 
 def _sbin(name: str) -> str | None:
     return shutil.which(name) or next((str(p) for p in (Path("/usr/sbin") / name,) if p.exists()), None)
-
-
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @dataclass
@@ -95,8 +91,8 @@ class LocalSlurm:
                 [
                     "ClusterName=mtlue-ci",
                     f"SlurmctldHost={host}(127.0.0.1)",
-                    f"SlurmctldPort={_free_port()}",
-                    f"SlurmdPort={_free_port()}",
+                    f"SlurmctldPort={free_port()}",
+                    f"SlurmdPort={free_port()}",
                     "SlurmUser=root",
                     "SlurmdUser=root",
                     "SlurmdParameters=config_overrides",

@@ -22,6 +22,7 @@ from types import SimpleNamespace
 
 import pytest
 import yaml
+from conftest import free_port
 from slurm_cluster import LocalSlurm, SlurmUnavailable, install_hint
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -151,14 +152,6 @@ class MlflowServer:
                 os.killpg(self.process.pid, signal.SIGKILL)
                 self.process.wait()
         self.log.close()
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 def tables(results: Path) -> dict[str, bytes]:

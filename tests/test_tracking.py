@@ -17,6 +17,7 @@ import urllib.request
 from pathlib import Path
 
 import pytest
+from conftest import free_port
 
 from mtlue.cli import main
 from mtlue.tracking import (
@@ -332,12 +333,6 @@ def test_surrogate_command_logs_its_epochs_and_card(tiny_shapes, tmp_path, capsy
 # mtlue ui
 
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _signal_group(pid: int, signum: int) -> None:
     try:
         os.killpg(pid, signum)
@@ -349,7 +344,7 @@ def _signal_group(pid: int, signum: int) -> None:
 def test_ui_serves_the_store_on_localhost(tmp_path):
     uri = _uri(tmp_path)
     open_client(uri)
-    port = _free_port()
+    port = free_port()
     server = subprocess.Popen(
         [sys.executable, "-m", "mtlue", "ui", "--tracking-uri", uri, "--port", str(port)],
         env=ENVIRONMENT, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, start_new_session=True,
